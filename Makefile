@@ -1,0 +1,65 @@
+# Market signals: one-command setup, local services, tests, demo.
+# `make setup` is idempotent: stamps skip the virtualenv and the Maven resolution when their inputs are unchanged.
+
+SHELL := /bin/bash
+PYTHON_BOOTSTRAP ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+MVN := mvn -q -B -s conf/jvm/settings.xml -f conf/jvm/pom.xml
+JVM_POMS := conf/jvm/pom.xml conf/jvm/spark/pom.xml conf/jvm/kafka-broker/pom.xml conf/jvm/settings.xml
+ARGS ?=
+
+.PHONY: help setup prerequisites test test-unit test-integration test-e2e up down status demo bench clean
+
+help:
+	@echo "make setup             create .venv, install pinned Python packages, resolve JVM jars into .jars/"
+	@echo "make test              run the whole test suite (unit, integration, e2e)"
+	@echo "make test-unit         pure transformations only"
+	@echo "make up | down | status  local Kafka broker (localhost:9092) and moto S3/Glue (localhost:5000)"
+	@echo "make demo              run the pipeline end to end on the embedded default"
+	@echo "make clean             remove local data, logs and checkpoints (.local/)"
+
+setup: prerequisites $(VENV)/.installed .jars/.resolved
+	@echo "setup complete: $(VENV) and .jars/ are ready"
+
+prerequisites:
+	@command -v $(PYTHON_BOOTSTRAP) >/dev/null || { echo "error: $(PYTHON_BOOTSTRAP) not found: install Python 3.11"; exit 1; }
+	@$(PYTHON_BOOTSTRAP) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' \
+	  || { echo "error: Python 3.11 is required ($(PYTHON_BOOTSTRAP) is $$($(PYTHON_BOOTSTRAP) -V 2>&1)); set PYTHON_BOOTSTRAP=/path/to/python3.11"; exit 1; }
+	@command -v java >/dev/null || { echo "error: java not found: install a Java 17 JDK (Debian: apt-get install openjdk-17-jdk-headless)"; exit 1; }
+	@java -version 2>&1 | grep -qE 'version "(17|18|19|2[0-9])' \
+	  || { echo "error: Java 17 or newer is required, found: $$(java -version 2>&1 | head -1)"; exit 1; }
+	@command -v mvn >/dev/null || { echo "error: mvn not found: install Apache Maven (Debian: apt-get install maven)"; exit 1; }
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	@touch $@
+
+.jars/.resolved: $(JVM_POMS)
+	$(MVN) dependency:copy-dependencies
+	@touch $@
+
+test: setup
+	$(PY) -m pytest $(ARGS)
+
+test-unit: setup
+	$(PY) -m pytest -m unit $(ARGS)
+
+test-integration: setup
+	$(PY) -m pytest -m integration $(ARGS)
+
+test-e2e: setup
+	$(PY) -m pytest -m e2e $(ARGS)
+
+up: setup
+	$(PY) -m jobs.local_stack up $(ARGS)
+
+down:
+	@test -x $(PY) && $(PY) -m jobs.local_stack down || true
+
+status:
+	$(PY) -m jobs.local_stack status
+
+clean: down
+	rm -rf .local

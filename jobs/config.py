@@ -1,0 +1,287 @@
+"""One configuration path: a YAML profile in conf/, overridden by environment, then by --set.
+
+Precedence (last wins): the profile file, environment variables named
+``MARKET_SIGNALS_<SECTION>__<KEY>`` (e.g. ``MARKET_SIGNALS_KAFKA__BOOTSTRAP_SERVERS``), then
+``--set section.key=value`` arguments. String values in the file may reference the environment as
+``${NAME}`` (``${NAME:-default}`` for a fallback), which is how the AWS profile takes its Kafka
+bootstrap servers. Unknown keys and wrong types fail at load, naming the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "MARKET_SIGNALS_"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "conf" / "local.yaml"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key and the source."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StorageConfig(_Section):
+    root: str = Field(description="Delta tables root: a local path or s3a://bucket/prefix")
+    checkpoint_root: str = Field(description="Streaming checkpoints root: a local path or s3a://bucket/prefix")
+
+    @field_validator("root", "checkpoint_root")
+    @classmethod
+    def _valid_location(cls, value: str) -> str:
+        if "://" in value:
+            scheme, _, rest = value.partition("://")
+            if scheme not in {"s3", "s3a", "file"}:
+                raise ValueError(f"unsupported scheme {scheme!r} (use a local path, s3:// or s3a://)")
+            if scheme in {"s3", "s3a"} and not rest.split("/", 1)[0]:
+                raise ValueError(f"{value!r} has no bucket")
+        return value.rstrip("/") or value
+
+
+class KafkaConfig(_Section):
+    bootstrap_servers: str = "localhost:9092"
+    topic: str = "stock-ticks"
+    signals_topic: str = "stock-signals"
+    publish_signals: bool = False
+    topic_partitions: int = Field(default=3, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    starting_offsets: str = "earliest"
+    max_offsets_per_trigger: int | None = Field(default=None, ge=1)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    # Further client settings (TLS trust store, SASL JAAS config reference, ...), passed as kafka.<key>.
+    # Secrets belong in the environment or the cluster's secret store, not here.
+    options: dict[str, str] = Field(default_factory=dict)
+    request_timeout_ms: int = Field(default=15000, ge=1000)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("is empty (set it in the profile or MARKET_SIGNALS_KAFKA__BOOTSTRAP_SERVERS)")
+        return value.strip()
+
+
+class SparkConfig(_Section):
+    master: str | None = "local[2]"
+    app_name: str = "market-signals"
+    shuffle_partitions: int = Field(default=4, ge=1)
+    ui_enabled: bool = False
+    # Folder of jars resolved by `make setup`; null on a cluster that provides them (EMR --packages).
+    jars_dir: str | None = ".jars/spark"
+    driver_memory: str = "2g"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class S3Config(_Section):
+    endpoint: str | None = None
+    region: str = "us-east-1"
+    path_style_access: bool = False
+    # Only for local emulators (moto, MinIO): fixed dummy credentials. Otherwise the default AWS chain.
+    use_test_credentials: bool = False
+    sse_kms_key_id: str | None = None
+
+
+class SignalsConfig(_Section):
+    sma_short: int = Field(default=9, ge=1)
+    sma_long: int = Field(default=21, ge=1)
+    allowed_lateness_seconds: int = Field(default=3600, ge=0)
+
+    @model_validator(mode="after")
+    def _short_below_long(self) -> "SignalsConfig":
+        if self.sma_short >= self.sma_long:
+            raise ValueError(f"sma_short ({self.sma_short}) must be smaller than sma_long ({self.sma_long})")
+        return self
+
+
+class StreamConfig(_Section):
+    trigger_interval: str = "5 seconds"
+    source_timezone: str = "Asia/Kolkata"
+    max_message_bytes: int = Field(default=4096, ge=64)
+    checkpoint_name: str = "stream_signals"
+    register_catalog: bool = False
+
+
+class GlueConfig(_Section):
+    database: str = "market_signals"
+    endpoint: str | None = None
+    region: str = "us-east-1"
+
+
+class AthenaConfig(_Section):
+    workgroup: str = "primary"
+    output_location: str | None = None
+    endpoint: str | None = None
+    region: str = "us-east-1"
+    query_timeout_seconds: int = Field(default=300, ge=1)
+
+
+class ServicesConfig(_Section):
+    kafka_port: int = Field(default=9092, ge=0, le=65535)
+    kafka_controller_port: int = Field(default=9093, ge=0, le=65535)
+    moto_port: int = Field(default=5000, ge=0, le=65535)
+    state_dir: str = ".local/services"
+    start_timeout_seconds: int = Field(default=60, ge=1)
+    kafka_jars_dir: str = ".jars/kafka-broker"
+
+
+class AppConfig(_Section):
+    profile: str = "local"
+    storage: StorageConfig
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    s3: S3Config = Field(default_factory=S3Config)
+    signals: SignalsConfig = Field(default_factory=SignalsConfig)
+    stream: StreamConfig = Field(default_factory=StreamConfig)
+    glue: GlueConfig = Field(default_factory=GlueConfig)
+    athena: AthenaConfig = Field(default_factory=AthenaConfig)
+    services: ServicesConfig = Field(default_factory=ServicesConfig)
+
+    def table_path(self, table: str) -> str:
+        return f"{absolute_location(self.storage.root)}/{table}"
+
+    def checkpoint_path(self, name: str | None = None) -> str:
+        return f"{absolute_location(self.storage.checkpoint_root)}/{name or self.stream.checkpoint_name}"
+
+
+def _expand_env_refs(value: Any, where: str, environ: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {key: _expand_env_refs(item, f"{where}.{key}" if where else key, environ) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_expand_env_refs(item, where, environ) for item in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{where}: environment variable {name} is not set")
+
+    return _ENV_REF.sub(substitute, value)
+
+
+def _set_dotted(tree: dict[str, Any], dotted_key: str, raw_value: str, source: str) -> None:
+    parts = [part for part in dotted_key.split(".") if part]
+    if not parts:
+        raise ConfigError(f"{source}: empty key")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: {'.'.join(parts)} goes below {part}, which is not a section")
+        node = child
+    # YAML scalars: "8" -> 8, "true" -> True, "null" -> None, anything else stays a string.
+    try:
+        node[parts[-1]] = yaml.safe_load(raw_value) if raw_value != "" else ""
+    except yaml.YAMLError:
+        node[parts[-1]] = raw_value
+
+
+def _env_overrides(environ: dict[str, str]) -> list[tuple[str, str]]:
+    overrides = []
+    for name, value in sorted(environ.items()):
+        if name.startswith(ENV_PREFIX) and "__" in name[len(ENV_PREFIX):]:
+            dotted = name[len(ENV_PREFIX):].lower().replace("__", ".")
+            overrides.append((dotted, value))
+    return overrides
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "<root>"
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    environ: dict[str, str] | None = None,
+) -> AppConfig:
+    """Load, override and validate a profile once. Raises ConfigError with the offending key."""
+    config_path = Path(path) if path else DEFAULT_CONFIG
+    if not config_path.is_file():
+        raise ConfigError(f"configuration file not found: {config_path}")
+    try:
+        tree = yaml.safe_load(config_path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{config_path}: not valid YAML: {exc}") from exc
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{config_path}: top level must be a mapping of sections")
+    environ = dict(os.environ) if environ is None else environ
+    tree = _expand_env_refs(tree, "", environ)
+    for dotted, value in _env_overrides(environ):
+        _set_dotted(tree, dotted, value, f"environment {ENV_PREFIX}{dotted.upper().replace('.', '__')}")
+    return _validated(_apply_overrides(tree, overrides or []), str(config_path))
+
+
+def _apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        _set_dotted(tree, key.strip(), value, f"--set {item}")
+    return tree
+
+
+def _validated(tree: dict[str, Any], source: str) -> AppConfig:
+    try:
+        return AppConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def with_overrides(config: AppConfig, overrides: list[str]) -> AppConfig:
+    """A new, validated config: `config` with `section.key=value` overrides applied."""
+    return _validated(_apply_overrides(config.model_dump(), overrides), "overrides")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The two options every entry point shares."""
+    parser.add_argument(
+        "--config",
+        default=str(DEFAULT_CONFIG),
+        help="configuration profile (YAML); default: conf/local.yaml",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one configuration key (repeatable), e.g. --set kafka.topic=ticks",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> AppConfig:
+    return load_config(args.config, args.overrides)
+
+
+def resolve_local_path(location: str) -> Path:
+    """A local (non-URI) location as an absolute path, relative paths taken from the repo root."""
+    path = Path(location.removeprefix("file://"))
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def is_remote(location: str) -> bool:
+    return location.startswith(("s3://", "s3a://"))
+
+
+def absolute_location(location: str) -> str:
+    """S3 locations as they are; local ones as absolute paths."""
+    return location if is_remote(location) else str(resolve_local_path(location))

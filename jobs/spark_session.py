@@ -1,0 +1,89 @@
+"""The one SparkSession factory: Delta, the resolved jars, S3A, local-mode tuning, all from config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from jobs.config import AppConfig, resolve_local_path
+
+# Moto and MinIO accept any key pair; these are fixed placeholders, not credentials.
+_TEST_ACCESS_KEY = "testing"
+_TEST_SECRET_KEY = "testing"
+
+
+class MissingJarsError(RuntimeError):
+    pass
+
+
+def spark_jars(jars_dir: str) -> list[str]:
+    folder = resolve_local_path(jars_dir)
+    jars = sorted(str(path) for path in Path(folder).glob("*.jar"))
+    if not jars:
+        raise MissingJarsError(f"no jars in {folder}: run `make setup` to resolve the JVM dependencies")
+    return jars
+
+
+def spark_settings(config: AppConfig) -> dict[str, str]:
+    """Every Spark setting the job needs, as plain key/value pairs (also used to build spark-submit args)."""
+    settings: dict[str, str] = {
+        "spark.app.name": config.spark.app_name,
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(config.spark.shuffle_partitions),
+        "spark.ui.enabled": str(config.spark.ui_enabled).lower(),
+        # Athena and delta-rs read the default protocol: no deletion vectors, no column mapping.
+        "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
+        "spark.databricks.delta.properties.defaults.autoOptimize.autoCompact": "true",
+        "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.s3a.endpoint.region": config.s3.region,
+        "spark.hadoop.fs.s3a.path.style.access": str(config.s3.path_style_access).lower(),
+    }
+    if config.spark.master and config.spark.master.startswith("local"):
+        settings.update(
+            {
+                "spark.driver.memory": config.spark.driver_memory,
+                "spark.sql.adaptive.enabled": "false",
+                "spark.default.parallelism": str(config.spark.shuffle_partitions),
+                "spark.driver.bindAddress": "127.0.0.1",
+                "spark.driver.host": "127.0.0.1",
+            }
+        )
+    if config.spark.jars_dir:
+        settings["spark.jars"] = ",".join(spark_jars(config.spark.jars_dir))
+    if config.s3.endpoint:
+        settings["spark.hadoop.fs.s3a.endpoint"] = config.s3.endpoint
+        settings["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(config.s3.endpoint.startswith("https")).lower()
+        # Fail fast against a local emulator instead of retrying for minutes.
+        settings["spark.hadoop.fs.s3a.attempts.maximum"] = "3"
+        settings["spark.hadoop.fs.s3a.retry.limit"] = "3"
+    if config.s3.use_test_credentials:
+        settings["spark.hadoop.fs.s3a.aws.credentials.provider"] = (
+            "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
+        )
+        settings["spark.hadoop.fs.s3a.access.key"] = _TEST_ACCESS_KEY
+        settings["spark.hadoop.fs.s3a.secret.key"] = _TEST_SECRET_KEY
+    else:
+        settings["spark.hadoop.fs.s3a.aws.credentials.provider"] = (
+            "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider"
+        )
+    if config.s3.sse_kms_key_id:
+        settings["spark.hadoop.fs.s3a.encryption.algorithm"] = "SSE-KMS"
+        settings["spark.hadoop.fs.s3a.encryption.key"] = config.s3.sse_kms_key_id
+    settings.update(config.spark.conf)
+    return settings
+
+
+def build_spark(config: AppConfig) -> SparkSession:
+    builder = SparkSession.builder
+    if config.spark.master:
+        builder = builder.master(config.spark.master)
+    for key, value in spark_settings(config).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark

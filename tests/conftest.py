@@ -1,0 +1,99 @@
+"""Shared fixtures: one real Kafka broker and one moto server per session on free ports, one SparkSession."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from jobs.config import AppConfig, load_config, with_overrides
+from jobs.local_stack import ServiceHandle, free_port, start_kafka, start_moto, stop_process
+from jobs.spark_session import build_spark
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REFERENCE_CSV = REPO_ROOT.parent / "shared" / "reference" / "athena_signal_output.csv"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark tests by folder: tests/unit -> unit, tests/integration -> integration, tests/e2e -> e2e."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for marker in ("unit", "integration", "e2e"):
+            if marker in parts:
+                item.add_marker(getattr(pytest.mark, marker))
+
+
+@pytest.fixture(scope="session")
+def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(services_dir: Path) -> Iterator[ServiceHandle]:
+    handle = start_kafka(free_port(), free_port(), services_dir, REPO_ROOT / ".jars" / "kafka-broker", timeout=90)
+    try:
+        yield handle
+    finally:
+        stop_process(handle.pid)
+
+
+@pytest.fixture(scope="session")
+def moto_server(services_dir: Path) -> Iterator[ServiceHandle]:
+    handle = start_moto(free_port(), services_dir)
+    try:
+        yield handle
+    finally:
+        stop_process(handle.pid)
+
+
+@pytest.fixture(scope="session")
+def base_config(tmp_path_factory: pytest.TempPathFactory, moto_server: ServiceHandle) -> AppConfig:
+    """The local profile pointed at session-private folders and the session's moto server.
+
+    Kafka is not part of it so that tests without a broker do not start one; see `make_config`.
+    """
+    root = tmp_path_factory.mktemp("lake")
+    return load_config(
+        REPO_ROOT / "conf" / "local.yaml",
+        [
+            f"storage.root={root / 'delta'}",
+            f"storage.checkpoint_root={root / 'checkpoints'}",
+            f"s3.endpoint=http://127.0.0.1:{moto_server.port}",
+            "s3.path_style_access=true",
+            "s3.use_test_credentials=true",
+            "spark.shuffle_partitions=2",
+            "spark.driver_memory=3g",
+        ],
+        environ={},
+    )
+
+
+@pytest.fixture(scope="session")
+def spark(base_config: AppConfig) -> Iterator[SparkSession]:
+    session = build_spark(base_config)
+    try:
+        yield session
+    finally:
+        session.stop()
+
+
+@pytest.fixture
+def make_config(base_config: AppConfig, tmp_path: Path):
+    """A per-test config: private storage and checkpoint folders, plus any overrides."""
+
+    def factory(*overrides: str) -> AppConfig:
+        return with_overrides(
+            base_config,
+            [f"storage.root={tmp_path / 'delta'}", f"storage.checkpoint_root={tmp_path / 'checkpoints'}", *overrides],
+        )
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def reference_csv() -> Path:
+    if not REFERENCE_CSV.is_file():
+        pytest.skip(f"reference Athena output not present at {REFERENCE_CSV} (lives outside the repo)")
+    return REFERENCE_CSV
