@@ -126,6 +126,20 @@ class AthenaConfig(_Section):
     query_timeout_seconds: int = Field(default=300, ge=1)
 
 
+class SimulatorConfig(_Section):
+    """Defaults of `python -m simulator` (each is also a command-line option)."""
+
+    symbols: int = Field(default=120, ge=1, le=999)
+    interval_seconds: float = Field(default=30.0, gt=0)
+    speed: float = Field(default=1.0, gt=0)
+    seed: int | None = None
+    linger_ms: int = Field(default=5, ge=0)
+    batch_size: int = Field(default=16384, ge=0)
+    compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
+    delivery_timeout_ms: int = Field(default=30000, ge=1000)
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+
+
 class ServicesConfig(_Section):
     kafka_port: int = Field(default=9092, ge=0, le=65535)
     kafka_controller_port: int = Field(default=9093, ge=0, le=65535)
@@ -145,6 +159,7 @@ class AppConfig(_Section):
     stream: StreamConfig = Field(default_factory=StreamConfig)
     glue: GlueConfig = Field(default_factory=GlueConfig)
     athena: AthenaConfig = Field(default_factory=AthenaConfig)
+    simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
     services: ServicesConfig = Field(default_factory=ServicesConfig)
 
     def table_path(self, table: str) -> str:
