@@ -137,6 +137,7 @@ SIGNAL_STATE = TableSpec(
         ("last_event_time", T.TimestampType(), False),
         ("previous_last_event_time", T.TimestampType(), True),
         ("context_start_time", T.TimestampType(), True),
+        ("previous_context_start_time", T.TimestampType(), True),
         ("batch_id", T.LongType(), False),
     ),
     partition_by=(),

@@ -1,0 +1,179 @@
+"""Pure steps of one micro-batch: de-duplication, lateness, the recomputation window and its bookkeeping.
+
+Each function takes and returns DataFrames; reading and writing Delta happens in jobs.stream_signals.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from jobs.transforms.signals import SIGNAL_COLUMNS, with_signals
+
+ACCEPT = "accept"
+DUPLICATE = "duplicate"
+CONFLICT = "conflicting_duplicate"
+
+_KEY = ["symbol", "event_time"]
+
+
+def classify_duplicates(candidates: DataFrame, existing: DataFrame) -> DataFrame:
+    """Add `disposition` (accept | duplicate | conflicting_duplicate) and `duplicate_of` to valid ticks.
+
+    `existing` holds already stored ticks for (at least) the candidates' keys. The first record of a key wins:
+    a stored tick, else the batch's record with the lowest (partition, offset). A later record with the same
+    close and volume is an identical re-send (dropped and counted); with different values it conflicts.
+    A stored tick with the candidate's own Kafka coordinates is the candidate itself, written by an earlier
+    attempt of the same batch, so a retried batch classifies every record as its first attempt did.
+    """
+    stored = existing.select(
+        *_KEY,
+        F.col("close").alias("stored_close"),
+        F.col("volume").alias("stored_volume"),
+        F.struct("topic", "partition", "offset").alias("stored_at"),
+    )
+    first_in_batch = Window.partitionBy(*_KEY).orderBy("partition", "offset")
+    ranked = (
+        candidates.withColumn("batch_rank", F.row_number().over(first_in_batch))
+        .withColumn("batch_first_close", F.first("close").over(first_in_batch))
+        .withColumn("batch_first_volume", F.first("volume").over(first_in_batch))
+        .withColumn("batch_first_at", F.first(F.struct("topic", "partition", "offset")).over(first_in_batch))
+        .join(stored, on=_KEY, how="left")
+    )
+    is_self = F.col("stored_at") == F.struct("topic", "partition", "offset")
+    has_other_stored = F.col("stored_at").isNotNull() & ~is_self
+    winner_close = F.when(has_other_stored, F.col("stored_close")).otherwise(F.col("batch_first_close"))
+    winner_volume = F.when(has_other_stored, F.col("stored_volume")).otherwise(F.col("batch_first_volume"))
+    winner_at = F.when(has_other_stored, F.col("stored_at")).otherwise(F.col("batch_first_at"))
+    is_first = ~has_other_stored & (F.col("batch_rank") == 1)
+    identical = (F.col("close") == winner_close) & (F.col("volume") == winner_volume)
+    disposition = (
+        F.when(is_first, F.lit(ACCEPT)).when(identical, F.lit(DUPLICATE)).otherwise(F.lit(CONFLICT))
+    )
+    duplicate_of = F.when(
+        ~is_first,
+        F.format_string("%s[%d]@%d", winner_at["topic"], winner_at["partition"], winner_at["offset"]),
+    )
+    return (
+        ranked.withColumn("disposition", disposition)
+        .withColumn("duplicate_of", duplicate_of)
+        .drop(
+            "batch_rank",
+            "batch_first_close",
+            "batch_first_volume",
+            "batch_first_at",
+            "stored_close",
+            "stored_volume",
+            "stored_at",
+        )
+    )
+
+
+def effective_watermarks(state: DataFrame, batch_id: int) -> DataFrame:
+    """Per symbol, the newest event time and context start as they were before this batch.
+
+    A retried batch finds its own update in the state table; it then uses the values saved beside it.
+    """
+    own_update = F.col("batch_id") == F.lit(batch_id)
+    return state.select(
+        "symbol",
+        F.when(own_update, F.col("previous_last_event_time")).otherwise(F.col("last_event_time")).alias(
+            "last_event_time"
+        ),
+        F.when(own_update, F.col("previous_context_start_time"))
+        .otherwise(F.col("context_start_time"))
+        .alias("context_start_time"),
+    )
+
+
+def flag_too_late(ticks: DataFrame, watermarks: DataFrame, allowed_lateness_seconds: int) -> DataFrame:
+    """Add `too_late`: the tick is older than its symbol's newest processed tick by more than the lateness."""
+    horizon = F.col("last_event_time") - F.make_dt_interval(secs=F.lit(allowed_lateness_seconds))
+    return (
+        ticks.join(F.broadcast(watermarks.select("symbol", "last_event_time")), on="symbol", how="left")
+        .withColumn("too_late", F.coalesce(F.col("event_time") < horizon, F.lit(False)))
+        .drop("last_event_time")
+    )
+
+
+def recompute_from(accepted: DataFrame) -> DataFrame:
+    """Per symbol, the earliest new event time: every signal from there on may change."""
+    return accepted.groupBy("symbol").agg(F.min("event_time").alias("recompute_from"))
+
+
+def recomputed_signals(context: DataFrame, starts: DataFrame, sma_short: int, sma_long: int) -> DataFrame:
+    """Signals of the context ticks at or after each symbol's `recompute_from`.
+
+    `context` holds every stored tick of the affected symbols from their context start on, which includes at
+    least `sma_long` ticks before any tick that may change (see `next_state`), so the windows are complete.
+    """
+    return (
+        with_signals(context, sma_short, sma_long)
+        .join(F.broadcast(starts), on="symbol", how="inner")
+        .where(F.col("event_time") >= F.col("recompute_from"))
+        .select(*SIGNAL_COLUMNS)
+    )
+
+
+def signal_changes(recomputed: DataFrame, stored: DataFrame) -> DataFrame:
+    """Recomputed rows that are new (`is_new`) or differ from the stored row; `revision` is the stored one."""
+    compared = ("close", "volume", "sma_short", "sma_long", "prev_volume", "signal", "crossover")
+    previous = stored.select(
+        *_KEY, F.col("revision").alias("stored_revision"), *[F.col(c).alias(f"stored_{c}") for c in compared]
+    )
+    joined = recomputed.join(previous, on=_KEY, how="left")
+    unchanged = F.lit(True)
+    for column in compared:
+        unchanged = unchanged & F.col(column).eqNullSafe(F.col(f"stored_{column}"))
+    is_new = F.col("stored_revision").isNull()
+    return (
+        joined.where(is_new | ~unchanged)
+        .withColumn("is_new", is_new)
+        .withColumn("revision", F.when(is_new, F.lit(0)).otherwise(F.col("stored_revision") + 1))
+        .select(*SIGNAL_COLUMNS, "revision", "is_new")
+    )
+
+
+def next_state(
+    context: DataFrame,
+    watermarks: DataFrame,
+    batch_id: int,
+    allowed_lateness_seconds: int,
+    sma_long: int,
+) -> DataFrame:
+    """The new state row of every symbol in the context.
+
+    The lateness horizon is the newest event time minus the allowed lateness; ticks before it are too late.
+    The context of a later recomputation starts at the `sma_long`-th tick before the horizon, enough for full
+    windows (and the previous tick's averages) of any tick at or after it. With fewer ticks before the
+    horizon, the previous start (NULL: the symbol's first tick) stays.
+    """
+    newest = context.groupBy("symbol").agg(F.max("event_time").alias("last_event_time"))
+    horizon = F.col("last_event_time") - F.make_dt_interval(secs=F.lit(allowed_lateness_seconds))
+    before_horizon = (
+        context.select("symbol", "event_time")
+        .join(newest, on="symbol", how="inner")
+        .where(F.col("event_time") < horizon)
+        .withColumn("rank", F.row_number().over(Window.partitionBy("symbol").orderBy(F.desc("event_time"))))
+        .where(F.col("rank") == sma_long)
+        .select("symbol", F.col("event_time").alias("new_context_start"))
+    )
+    previous = watermarks.select(
+        "symbol",
+        F.col("last_event_time").alias("previous_last_event_time"),
+        F.col("context_start_time").alias("previous_context_start_time"),
+    )
+    return (
+        newest.join(before_horizon, on="symbol", how="left")
+        .join(previous, on="symbol", how="left")
+        .select(
+            "symbol",
+            "last_event_time",
+            "previous_last_event_time",
+            F.coalesce(F.col("new_context_start"), F.col("previous_context_start_time")).alias(
+                "context_start_time"
+            ),
+            "previous_context_start_time",
+            F.lit(batch_id).cast("long").alias("batch_id"),
+        )
+    )

@@ -1,0 +1,162 @@
+"""De-duplication, lateness and recomputation bookkeeping on hand-made rows."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from chispa import assert_df_equality
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from jobs.transforms.batch import (
+    classify_duplicates,
+    effective_watermarks,
+    flag_too_late,
+    next_state,
+    recompute_from,
+    recomputed_signals,
+    signal_changes,
+)
+from jobs.transforms.signals import compute_signals
+
+T0 = datetime(2026, 11, 24, 9, 0, 0)
+CANDIDATE_SCHEMA = "symbol string, event_time timestamp, close double, volume long, topic string, partition int, offset long"
+
+
+def _t(minutes: int) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def test_classify_duplicates_first_by_offset_wins(spark: SparkSession) -> None:
+    candidates = spark.createDataFrame(
+        [
+            ("AAA", _t(0), 10.0, 100, "ticks", 0, 7),  # first of its key in the batch
+            ("AAA", _t(0), 10.0, 100, "ticks", 0, 9),  # identical re-send
+            ("AAA", _t(0), 10.5, 100, "ticks", 0, 8),  # conflicting, later offset than 7
+            ("AAA", _t(1), 11.0, 100, "ticks", 0, 10),  # stored already by another record, identical
+            ("AAA", _t(2), 12.0, 100, "ticks", 0, 11),  # stored already with a different close
+            ("AAA", _t(3), 13.0, 100, "ticks", 0, 12),  # stored by this very record (a retried batch)
+            ("BBB", _t(0), 20.0, 5, "ticks", 1, 3),  # same time, other symbol: its own key
+        ],
+        schema=CANDIDATE_SCHEMA,
+    )
+    stored = spark.createDataFrame(
+        [
+            ("AAA", _t(1), 11.0, 100, "ticks", 0, 2),
+            ("AAA", _t(2), 12.5, 100, "ticks", 0, 3),
+            ("AAA", _t(3), 13.0, 100, "ticks", 0, 12),
+        ],
+        schema=CANDIDATE_SCHEMA,
+    )
+    actual = classify_duplicates(candidates, stored).select("offset", "disposition", "duplicate_of")
+    expected = spark.createDataFrame(
+        [
+            (7, "accept", None),
+            (9, "duplicate", "ticks[0]@7"),
+            (8, "conflicting_duplicate", "ticks[0]@7"),
+            (10, "duplicate", "ticks[0]@2"),
+            (11, "conflicting_duplicate", "ticks[0]@3"),
+            (12, "accept", None),
+            (3, "accept", None),
+        ],
+        schema="offset long, disposition string, duplicate_of string",
+    )
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_too_late_is_relative_to_the_symbols_newest_processed_tick(spark: SparkSession) -> None:
+    ticks = spark.createDataFrame(
+        [("AAA", _t(0)), ("AAA", _t(50)), ("AAA", _t(49)), ("BBB", _t(0)), ("CCC", _t(0))],
+        schema="symbol string, event_time timestamp",
+    )
+    watermarks = spark.createDataFrame(
+        [("AAA", _t(110)), ("BBB", _t(60))], schema="symbol string, last_event_time timestamp"
+    )
+    actual = flag_too_late(ticks, watermarks, allowed_lateness_seconds=3600)
+    expected = spark.createDataFrame(
+        [
+            ("AAA", _t(0), True),
+            ("AAA", _t(50), False),  # exactly at the horizon: still allowed
+            ("AAA", _t(49), True),
+            ("BBB", _t(0), False),
+            ("CCC", _t(0), False),  # never seen: nothing is late
+        ],
+        schema="symbol string, event_time timestamp, too_late boolean",
+    )
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_effective_watermarks_use_saved_values_on_a_retried_batch(spark: SparkSession) -> None:
+    state = spark.createDataFrame(
+        [("AAA", _t(10), _t(5), _t(2), _t(1), 7), ("BBB", _t(10), _t(5), _t(2), _t(1), 6)],
+        schema="symbol string, last_event_time timestamp, previous_last_event_time timestamp, "
+        "context_start_time timestamp, previous_context_start_time timestamp, batch_id long",
+    )
+    actual = effective_watermarks(state, batch_id=7)
+    expected = spark.createDataFrame(
+        [("AAA", _t(5), _t(1)), ("BBB", _t(10), _t(2))],
+        schema="symbol string, last_event_time timestamp, context_start_time timestamp",
+    )
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_next_state_keeps_the_long_window_before_the_lateness_horizon(spark: SparkSession) -> None:
+    # 10 ticks a minute apart; lateness 3 minutes -> horizon at minute 6; long window 3 -> start at minute 3.
+    context = spark.createDataFrame(
+        [("AAA", _t(m), 1.0, 1) for m in range(10)] + [("BBB", _t(m), 1.0, 1) for m in range(3)],
+        schema="symbol string, event_time timestamp, close double, volume long",
+    )
+    watermarks = spark.createDataFrame(
+        [("BBB", _t(1), _t(0))], schema="symbol string, last_event_time timestamp, context_start_time timestamp"
+    )
+    actual = next_state(context, watermarks, batch_id=4, allowed_lateness_seconds=180, sma_long=3)
+    expected = spark.createDataFrame(
+        [
+            ("AAA", _t(9), None, _t(3), None, 4),
+            # too few ticks before BBB's horizon (minute -1): the previous start stays
+            ("BBB", _t(2), _t(1), _t(0), _t(0), 4),
+        ],
+        schema="symbol string, last_event_time timestamp, previous_last_event_time timestamp, "
+        "context_start_time timestamp, previous_context_start_time timestamp, batch_id long",
+    )
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_recomputed_signals_on_a_trimmed_context_equal_the_full_recomputation(spark: SparkSession) -> None:
+    closes = [10.0, 12.0, 11.0, 15.0, 14.0, 13.0, 16.0, 18.0, 17.0, 19.0]
+    full = spark.createDataFrame(
+        [("AAA", _t(m), closes[m], 100 + (m % 4) * 7) for m in range(10)],
+        schema="symbol string, event_time timestamp, close double, volume long",
+    )
+    # A context starting 3 ticks (sma_long) before the recomputation start gives complete windows.
+    context = full.where(F.col("event_time") >= F.lit(_t(3)))
+    starts = recompute_from(full.where(F.col("event_time") >= F.lit(_t(6))))
+    actual = recomputed_signals(context, starts, sma_short=2, sma_long=3)
+    expected = compute_signals(full, sma_short=2, sma_long=3).where(F.col("event_time") >= F.lit(_t(6)))
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_signal_changes_new_corrected_and_unchanged(spark: SparkSession) -> None:
+    columns = ("symbol string, event_time timestamp, close double, volume long, sma_short double, "
+               "sma_long double, prev_volume long, signal string, crossover string")
+    recomputed = spark.createDataFrame(
+        [
+            ("AAA", _t(0), 10.0, 5, 10.0, None, None, "Hold", None),  # unchanged
+            ("AAA", _t(1), 11.0, 6, 10.5, 10.5, 5, "Hold", None),  # changed average
+            ("AAA", _t(2), 12.0, 7, 11.5, 11.0, 6, "Buy", "golden_cross"),  # new
+        ],
+        schema=columns,
+    )
+    stored = spark.createDataFrame(
+        [
+            ("AAA", _t(0), 10.0, 5, 10.0, None, None, "Hold", None, 0),
+            ("AAA", _t(1), 11.0, 6, 10.5, None, 5, "Hold", None, 2),
+        ],
+        schema=columns + ", revision int",
+    )
+    actual = signal_changes(recomputed, stored).select("event_time", "revision", "is_new", "sma_long")
+    expected = spark.createDataFrame(
+        [(_t(1), 3, False, 10.5), (_t(2), 0, True, 11.0)],
+        schema="event_time timestamp, revision int, is_new boolean, sma_long double",
+    )
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
