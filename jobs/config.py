@@ -126,6 +126,15 @@ class AthenaConfig(_Section):
     query_timeout_seconds: int = Field(default=300, ge=1)
 
 
+class SymbolParams(_Section):
+    """Per-symbol overrides of the simulator's price and volume process (unset keys use the defaults)."""
+
+    drift: float | None = None
+    volatility: float | None = Field(default=None, gt=0)
+    start_price: float | None = Field(default=None, gt=0)
+    volume_mean: float | None = Field(default=None, gt=0)
+
+
 class SimulatorConfig(_Section):
     """Defaults of `python -m simulator` (each is also a command-line option)."""
 
@@ -133,11 +142,33 @@ class SimulatorConfig(_Section):
     interval_seconds: float = Field(default=30.0, gt=0)
     speed: float = Field(default=1.0, gt=0)
     seed: int | None = None
+    # Simulated start (ISO-8601); null: now, or with a seed a fixed Monday market open (reproducible).
+    start: str | None = None
+    # Geometric Brownian motion, annualised over calendar time (365.25 days).
+    drift: float = 0.05
+    volatility: float = Field(default=0.25, gt=0)
+    # null: each symbol starts at a seeded log-uniform price between 20 and 500.
+    start_price: float | None = Field(default=None, gt=0)
+    volume_mean: float = Field(default=1000.0, gt=0)
+    # Pareto shape of the volume distribution: smaller is heavier-tailed; > 1 keeps the mean finite.
+    volume_tail: float = Field(default=2.5, gt=1)
+    # Trading session in stream.source_timezone: volumes are U-shaped inside it, quiet outside.
+    session_open: str = Field(default="09:15", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    session_close: str = Field(default="15:30", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    symbol_params: dict[str, SymbolParams] = Field(default_factory=dict)
+    # Default of --max-delay (out-of-order injection); must stay below signals.allowed_lateness_seconds.
+    max_delay_seconds: float = Field(default=120.0, gt=0)
     linger_ms: int = Field(default=5, ge=0)
     batch_size: int = Field(default=16384, ge=0)
     compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
     delivery_timeout_ms: int = Field(default=30000, ge=1000)
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _session_order(self) -> "SimulatorConfig":
+        if self.session_open >= self.session_close:
+            raise ValueError(f"session_open ({self.session_open}) must be before session_close ({self.session_close})")
+        return self
 
 
 class ServicesConfig(_Section):
