@@ -1,0 +1,40 @@
+-- v_signal_summary: per symbol and trading day (event_date, UTC): tick count, Buy/Sell/Hold counts,
+-- crossovers and the first and last close of the day.
+-- Columns: symbol varchar, event_date date, ticks bigint, buy_signals bigint, sell_signals bigint,
+--   hold_signals bigint, golden_crosses bigint, death_crosses bigint, crossovers bigint,
+--   first_event_time timestamp, last_event_time timestamp, first_close double, last_close double
+-- Window lengths: those of v_signals.
+CREATE OR REPLACE VIEW v_signal_summary AS
+WITH
+daily AS (
+    SELECT
+        symbol,
+        event_date,
+        COUNT(*) AS ticks,
+        COUNT_IF(signal = 'Buy') AS buy_signals,
+        COUNT_IF(signal = 'Sell') AS sell_signals,
+        COUNT_IF(signal = 'Hold') AS hold_signals,
+        COUNT_IF(crossover = 'golden_cross') AS golden_crosses,
+        COUNT_IF(crossover = 'death_cross') AS death_crosses,
+        MIN(event_time) AS first_event_time,
+        MAX(event_time) AS last_event_time,
+        MIN_BY(close, event_time) AS first_close,
+        MAX_BY(close, event_time) AS last_close
+    FROM v_signals
+    GROUP BY symbol, event_date
+)
+SELECT
+    symbol,
+    event_date,
+    CAST(ticks AS bigint) AS ticks,
+    CAST(buy_signals AS bigint) AS buy_signals,
+    CAST(sell_signals AS bigint) AS sell_signals,
+    CAST(hold_signals AS bigint) AS hold_signals,
+    CAST(golden_crosses AS bigint) AS golden_crosses,
+    CAST(death_crosses AS bigint) AS death_crosses,
+    CAST(golden_crosses + death_crosses AS bigint) AS crossovers,
+    first_event_time,
+    last_event_time,
+    CAST(first_close AS double) AS first_close,
+    CAST(last_close AS double) AS last_close
+FROM daily

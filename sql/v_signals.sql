@@ -1,0 +1,92 @@
+-- v_signals: the signal definition of DESIGN.md ("Signal semantics") computed from `ticks`, one row per tick.
+-- Columns (named and typed like the `signals` Delta table the streaming job writes):
+--   symbol varchar, event_time timestamp, event_date date, close double, volume bigint,
+--   sma_short double, sma_long double, prev_volume bigint, signal varchar, crossover varchar
+-- Window lengths live in the `params` CTE and nowhere else. They must equal signals.sma_short and
+-- signals.sma_long of the job's configuration: `jobs.athena deploy` and `jobs.query` refuse a mismatch.
+CREATE OR REPLACE VIEW v_signals AS
+WITH
+params AS (
+    SELECT 9 AS short_window, 21 AS long_window
+),
+source_ticks AS (
+    SELECT t.symbol, t.event_time, t.event_date, t.close, t.volume, p.short_window, p.long_window
+    FROM ticks AS t
+    CROSS JOIN params AS p
+),
+-- Trailing frames of the N most recent ticks; the count says whether N ticks exist yet (warm-up).
+framed AS (
+    SELECT
+        symbol,
+        event_time,
+        event_date,
+        close,
+        volume,
+        short_window,
+        long_window,
+        AVG(close) OVER (
+            PARTITION BY symbol ORDER BY event_time ROWS BETWEEN short_window - 1 PRECEDING AND CURRENT ROW
+        ) AS short_mean,
+        COUNT(close) OVER (
+            PARTITION BY symbol ORDER BY event_time ROWS BETWEEN short_window - 1 PRECEDING AND CURRENT ROW
+        ) AS short_count,
+        AVG(close) OVER (
+            PARTITION BY symbol ORDER BY event_time ROWS BETWEEN long_window - 1 PRECEDING AND CURRENT ROW
+        ) AS long_mean,
+        COUNT(close) OVER (
+            PARTITION BY symbol ORDER BY event_time ROWS BETWEEN long_window - 1 PRECEDING AND CURRENT ROW
+        ) AS long_count,
+        LAG(volume) OVER (PARTITION BY symbol ORDER BY event_time) AS prev_volume
+    FROM source_ticks
+),
+averages AS (
+    SELECT
+        symbol,
+        event_time,
+        event_date,
+        close,
+        volume,
+        prev_volume,
+        CAST(CASE WHEN short_count >= short_window THEN short_mean END AS double) AS sma_short,
+        CAST(CASE WHEN long_count >= long_window THEN long_mean END AS double) AS sma_long
+    FROM framed
+),
+with_previous AS (
+    SELECT
+        symbol,
+        event_time,
+        event_date,
+        close,
+        volume,
+        prev_volume,
+        sma_short,
+        sma_long,
+        LAG(sma_short) OVER (PARTITION BY symbol ORDER BY event_time) AS prev_sma_short,
+        LAG(sma_long) OVER (PARTITION BY symbol ORDER BY event_time) AS prev_sma_long
+    FROM averages
+)
+-- Comparisons with NULL are NULL, so a missing average or previous volume falls through to Hold and
+-- no crossover is reported until both averages exist on both ticks.
+SELECT
+    symbol,
+    event_time,
+    event_date,
+    close,
+    volume,
+    sma_short,
+    sma_long,
+    prev_volume,
+    CAST(
+        CASE
+            WHEN sma_short > sma_long AND volume > prev_volume THEN 'Buy'
+            WHEN sma_short < sma_long AND volume > prev_volume THEN 'Sell'
+            ELSE 'Hold'
+        END AS varchar
+    ) AS signal,
+    CAST(
+        CASE
+            WHEN prev_sma_short <= prev_sma_long AND sma_short > sma_long THEN 'golden_cross'
+            WHEN prev_sma_short >= prev_sma_long AND sma_short < sma_long THEN 'death_cross'
+        END AS varchar
+    ) AS crossover
+FROM with_previous

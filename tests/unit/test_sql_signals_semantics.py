@@ -1,0 +1,187 @@
+"""The views, run locally over a small local Delta `ticks` table, against DESIGN.md's signal definition."""
+
+from __future__ import annotations
+
+import math
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+from deltalake import write_deltalake
+
+from jobs.config import REPO_ROOT, AppConfig, load_config
+from jobs.query import QueryError, open_local_engine, run_query
+from jobs.sql_views import WindowMismatch
+
+TICKS_ARROW = pa.schema(
+    [
+        pa.field("symbol", pa.string(), False),
+        pa.field("event_time", pa.timestamp("us", tz="UTC"), False),
+        pa.field("close", pa.float64(), False),
+        pa.field("volume", pa.int64(), False),
+        pa.field("message_format", pa.string(), False),
+        pa.field("topic", pa.string(), False),
+        pa.field("partition", pa.int32(), False),
+        pa.field("offset", pa.int64(), False),
+        pa.field("ingest_time", pa.timestamp("us", tz="UTC"), False),
+        pa.field("event_date", pa.date32(), False),
+    ]
+)
+
+
+def write_ticks(root: Path, rows: list[tuple[str, datetime, float, int]]) -> None:
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    table = pa.Table.from_pylist(
+        [
+            {
+                "symbol": symbol,
+                "event_time": at,
+                "close": close,
+                "volume": volume,
+                "message_format": "v1",
+                "topic": "stock-ticks",
+                "partition": 0,
+                "offset": index,
+                "ingest_time": now,
+                "event_date": at.date(),
+            }
+            for index, (symbol, at, close, volume) in enumerate(rows)
+        ],
+        schema=TICKS_ARROW,
+    )
+    write_deltalake(str(root / "ticks"), table, partition_by=["event_date"], mode="append")
+
+
+def local_config(root: Path, *overrides: str) -> AppConfig:
+    return load_config(
+        REPO_ROOT / "conf" / "local.yaml",
+        [f"storage.root={root}", f"storage.checkpoint_root={root / 'checkpoints'}", *overrides],
+        environ={},
+    )
+
+
+def expected_signals(rows: list[tuple[str, datetime, float, int]], short: int, long: int) -> pd.DataFrame:
+    """DESIGN.md's definition, written out plainly."""
+    out = []
+    for symbol in sorted({r[0] for r in rows}):
+        ticks = sorted((r for r in rows if r[0] == symbol), key=lambda r: r[1])
+        previous: tuple[float | None, float | None] = (None, None)
+        for i, (_, at, close, volume) in enumerate(ticks):
+            closes = [t[2] for t in ticks[: i + 1]]
+            sma_s = sum(closes[-short:]) / short if len(closes) >= short else None
+            sma_l = sum(closes[-long:]) / long if len(closes) >= long else None
+            prev_volume = ticks[i - 1][3] if i else None
+            rising = prev_volume is not None and volume > prev_volume
+            both = sma_s is not None and sma_l is not None
+            signal = "Buy" if both and rising and sma_s > sma_l else "Sell" if both and rising and sma_s < sma_l else "Hold"
+            crossover = None
+            if both and None not in previous:
+                if previous[0] <= previous[1] and sma_s > sma_l:
+                    crossover = "golden_cross"
+                elif previous[0] >= previous[1] and sma_s < sma_l:
+                    crossover = "death_cross"
+            previous = (sma_s, sma_l)
+            out.append((symbol, at, close, volume, sma_s, sma_l, prev_volume, signal, crossover))
+    return pd.DataFrame(
+        out, columns=["symbol", "event_time", "close", "volume", "sma_short", "sma_long", "prev_volume", "signal", "crossover"]
+    )
+
+
+def zigzag_rows() -> list[tuple[str, datetime, float, int]]:
+    start = datetime(2025, 7, 19, 23, 50, tzinfo=timezone.utc)  # crosses midnight: two event_dates
+    rows = []
+    for s, symbol in enumerate(("AAA", "BBB")):
+        for i in range(40):
+            close = 100 + 10 * math.sin((i + 3 * s) / 4) + (i % 3)
+            volume = 1000 + ((i * 37 + s * 11) % 17) * 10
+            rows.append((symbol, start + timedelta(seconds=30 * i), close, volume))
+    return rows
+
+
+def assert_matches(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
+    actual = actual.sort_values(["symbol", "event_time"]).reset_index(drop=True)
+    assert len(actual) == len(expected)
+    for column in ("sma_short", "sma_long"):
+        a, e = actual[column], expected[column].astype("float64")
+        assert (a.isna() == e.isna()).all(), column
+        assert ((a - e).abs().fillna(0) < 1e-9).all(), column
+    assert actual["prev_volume"].astype("Int64").tolist() == expected["prev_volume"].astype("Int64").tolist()
+    assert actual["signal"].tolist() == expected["signal"].tolist()
+    assert actual["crossover"].where(actual["crossover"].notna(), None).tolist() == expected["crossover"].tolist()
+
+
+def test_v_signals_follows_the_design_definition(tmp_path: Path) -> None:
+    rows = zigzag_rows()
+    write_ticks(tmp_path, rows)
+    actual = run_query(local_config(tmp_path), "SELECT * FROM v_signals")
+    assert list(actual.columns) == [
+        "symbol", "event_time", "event_date", "close", "volume", "sma_short", "sma_long", "prev_volume", "signal", "crossover",
+    ]
+    expected = expected_signals(rows, 9, 21)
+    assert_matches(actual, expected)
+    assert set(expected["crossover"].dropna()) == {"golden_cross", "death_cross"}  # the data exercises both
+
+
+def test_substituted_windows_follow_the_config(tmp_path: Path) -> None:
+    rows = zigzag_rows()
+    write_ticks(tmp_path, rows)
+    config = local_config(tmp_path, "signals.sma_short=3", "signals.sma_long=5")
+    with pytest.raises(WindowMismatch):
+        run_query(config, "SELECT * FROM v_signals")
+    actual = run_query(config, "SELECT * FROM v_signals", substitute_windows=True)
+    assert_matches(actual, expected_signals(rows, 3, 5))
+
+
+def test_every_view_runs_with_typed_columns(tmp_path: Path) -> None:
+    rows = zigzag_rows()
+    write_ticks(tmp_path, rows)
+    engine = open_local_engine(local_config(tmp_path))
+    try:
+        assert engine.views == ["v_signals", "v_crossovers", "v_latest_signals", "v_signal_summary"]
+        types = {name: {r[0]: r[1] for r in engine.connection.sql(f"DESCRIBE {name}").fetchall()} for name in engine.views}
+        assert types["v_signals"] == {
+            "symbol": "VARCHAR", "event_time": "TIMESTAMP WITH TIME ZONE", "event_date": "DATE", "close": "DOUBLE",
+            "volume": "BIGINT", "sma_short": "DOUBLE", "sma_long": "DOUBLE", "prev_volume": "BIGINT",
+            "signal": "VARCHAR", "crossover": "VARCHAR",
+        }
+        latest = engine.query("SELECT symbol, event_time FROM v_latest_signals ORDER BY symbol")
+        assert latest["symbol"].tolist() == ["AAA", "BBB"]
+        assert (latest["event_time"] == max(r[1] for r in rows)).all()
+
+        expected = expected_signals(rows, 9, 21)
+        crosses = engine.query("SELECT symbol, event_time, crossover FROM v_crossovers ORDER BY symbol, event_time")
+        assert len(crosses) == expected["crossover"].notna().sum()
+        assert set(crosses["crossover"]) == {"golden_cross", "death_cross"}
+
+        summary = engine.query("SELECT * FROM v_signal_summary ORDER BY symbol, event_date")
+        assert summary["event_date"].tolist() == [date(2025, 7, 19), date(2025, 7, 20)] * 2
+        assert summary["ticks"].sum() == len(rows)
+        assert (summary["buy_signals"] + summary["sell_signals"] + summary["hold_signals"] == summary["ticks"]).all()
+        assert summary["crossovers"].sum() == len(crosses)
+        assert (summary["golden_crosses"] + summary["death_crosses"] == summary["crossovers"]).all()
+        first = summary.iloc[0]
+        aaa_day1 = [r for r in rows if r[0] == "AAA" and r[1].date() == date(2025, 7, 19)]
+        assert first["first_close"] == aaa_day1[0][2] and first["last_close"] == aaa_day1[-1][2]
+        assert first["ticks"] == len(aaa_day1)
+        buys = expected[(expected.symbol == "AAA") & (expected.event_time.map(lambda t: t.date()) == date(2025, 7, 19))]
+        assert first["buy_signals"] == (buys["signal"] == "Buy").sum()
+    finally:
+        engine.close()
+
+
+def test_missing_tables_are_skipped_and_their_views_error_clearly(tmp_path: Path) -> None:
+    engine = open_local_engine(local_config(tmp_path))
+    try:
+        assert engine.tables == {}
+        assert "ticks" in engine.missing_tables and engine.views == []
+        assert any("table ticks" in note for note in engine.notes)
+        with pytest.raises(QueryError, match=r"view v_signals is not available: it reads ticks, which does not exist"):
+            engine.query("SELECT * FROM v_signals")
+        with pytest.raises(QueryError, match=r"view v_signal_summary is not available: it reads v_signals"):
+            engine.query("SELECT * FROM v_signal_summary")
+        with pytest.raises(QueryError, match=r"table signals does not exist yet"):
+            engine.query("SELECT count(*) FROM signals")
+    finally:
+        engine.close()
