@@ -11,6 +11,7 @@ Prints messages/s of both (best of --repeat, alternating) and the ratio; the tar
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config_args = ["--config", args.config, *(f"--set={item}" for item in args.overrides)]
     handle = None
+    state_dir: Path | None = None
     try:
         config = config_from_args(args)
         bootstrap = args.bootstrap_servers
@@ -106,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if handle is not None:
             stop_process(handle.pid)
+        if state_dir is not None:
+            shutil.rmtree(state_dir, ignore_errors=True)
     ratio = simulator / bare
     print(f"bare kafka-python loop : {bare:,.0f} msg/s")
     print(f"simulator run          : {simulator:,.0f} msg/s")

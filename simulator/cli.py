@@ -323,7 +323,9 @@ def execute(args: argparse.Namespace, config: AppConfig, stop: threading.Event |
         if isinstance(sink, TickProducer):
             sink.close()
     topic = args.topic or config.kafka.topic
-    return {"command": args.command, "topic": topic if isinstance(sink, TickProducer) else None, "format": message_format,
+    kafka = isinstance(sink, TickProducer)
+    return {"command": args.command, "topic": topic if kafka else None,
+            "idempotent_producer": sink.idempotent if kafka else None, "format": message_format,
             "seed": seed, **result}
 
 

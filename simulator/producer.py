@@ -72,8 +72,8 @@ class ProducerSettings:
         request_timeout = max(1000, min(self.request_timeout_ms, self.delivery_timeout_ms - self.linger_ms))
         return {
             **self.client_options(),
+            # Idempotence is the client's default; left unset so it is switched off, not fatal, on brokers < 0.11.
             "acks": "all",
-            "enable_idempotence": True,
             "linger_ms": self.linger_ms,
             "batch_size": self.batch_size,
             "compression_type": self.compression_type,

@@ -107,6 +107,7 @@ def test_run_sends_exactly_the_seeded_sequence_and_creates_the_topic(kafka_broke
     args, config = parse_args(argv)
     summary = execute(args, config)
     assert (summary["sent"], summary["failed"], summary["ticks"]) == (5000, 0, 5000)
+    assert summary["idempotent_producer"] is True and summary["topic"] == topic
     dry = MemorySink()
     args, config = parse_args(argv)
     execute(args, config, sink=dry)
