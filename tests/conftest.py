@@ -97,3 +97,48 @@ def reference_csv() -> Path:
     if not REFERENCE_CSV.is_file():
         pytest.skip(f"reference Athena output not present at {REFERENCE_CSV} (lives outside the repo)")
     return REFERENCE_CSV
+
+
+@pytest.fixture
+def kafka_topic(kafka_broker: ServiceHandle, request: pytest.FixtureRequest):
+    """A factory of fresh topics on the session broker, named after the test."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    created: list[str] = []
+
+    def factory(partitions: int = 3) -> str:
+        name = f"{request.node.name[:80]}-{len(created)}".replace("[", "-").replace("]", "")
+        admin = KafkaAdminClient(bootstrap_servers=kafka_broker.address)
+        try:
+            admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+        finally:
+            admin.close()
+        created.append(name)
+        return name
+
+    return factory
+
+
+@pytest.fixture
+def produce(kafka_broker: ServiceHandle):
+    """Send (key, value) pairs to a topic and wait for every acknowledgement."""
+    from kafka import KafkaProducer
+
+    def send(topic: str, records: list[tuple[str | None, str | bytes]]) -> None:
+        producer = KafkaProducer(bootstrap_servers=kafka_broker.address, acks="all", linger_ms=5)
+        try:
+            futures = [
+                producer.send(
+                    topic,
+                    key=key.encode() if key is not None else None,
+                    value=value.encode() if isinstance(value, str) else value,
+                )
+                for key, value in records
+            ]
+            producer.flush(timeout=60)
+            for future in futures:
+                future.get(timeout=30)
+        finally:
+            producer.close()
+
+    return send

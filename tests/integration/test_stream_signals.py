@@ -1,0 +1,173 @@
+"""The streaming job on a real broker, real Spark and Delta: exact table contents, late ticks, S3A."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from chispa import assert_approx_df_equality, assert_df_equality
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.aws import aws_client
+from jobs.stream_signals import run
+from jobs.transforms.signals import SIGNAL_COLUMNS, compute_signals
+
+T0 = datetime(2026, 11, 24, 9, 0, 0, tzinfo=timezone.utc)
+IST = timezone(timedelta(hours=5, minutes=30))
+
+
+def _minute(m: float) -> datetime:
+    return T0 + timedelta(minutes=m)
+
+
+def _close(m: float) -> float:
+    return round(100 + ((m * 37) % 17) + m * 0.25, 2)
+
+
+def _volume(m: float) -> int:
+    return int(1000 + (m * 53) % 29)
+
+
+def v1(symbol: str, m: float, close: float | None = None, volume: int | None = None) -> tuple[str, str]:
+    ts = _minute(m).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    body = {"v": 1, "symbol": symbol, "ts": ts, "close": _close(m) if close is None else close,
+            "volume": _volume(m) if volume is None else volume}
+    return symbol, json.dumps(body)
+
+
+def legacy(symbol: str, m: int) -> tuple[str, str]:
+    local = _minute(m).astimezone(IST).strftime("%Y-%m-%d %H:%M:%S")
+    return symbol, json.dumps({"symbol": symbol, "Date-Time": local, "Close": _close(m), "Volume": _volume(m)})
+
+
+def _table(spark: SparkSession, config, name: str) -> DataFrame:
+    return spark.read.format("delta").load(config.table_path(name))
+
+
+def _expected_ticks(spark: SparkSession, rows: list[tuple[str, int, str]]) -> DataFrame:
+    return spark.createDataFrame(
+        [(s, _minute(m).replace(tzinfo=None), _close(m), _volume(m), fmt) for s, m, fmt in rows],
+        schema="symbol string, event_time timestamp, close double, volume long, message_format string",
+    )
+
+
+def _assert_signals_equal_recomputation(spark: SparkSession, config) -> None:
+    ticks = _table(spark, config, "ticks")
+    expected = compute_signals(ticks, config.signals.sma_short, config.signals.sma_long)
+    actual = _table(spark, config, "signals").select(*SIGNAL_COLUMNS)
+    assert_approx_df_equality(actual, expected, precision=1e-9, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_once_writes_every_table_exactly(spark, make_config, kafka_broker, kafka_topic, produce) -> None:
+    topic = kafka_topic()
+    config = make_config(f"kafka.bootstrap_servers={kafka_broker.address}", f"kafka.topic={topic}")
+    records = [v1("AAA", m) for m in range(30)] + [legacy("BBB", m) for m in range(25)]
+    records += [
+        v1("AAA", 5),  # identical re-send: counted and dropped
+        v1("AAA", 6, close=_close(6) + 1),  # same key, different price: quarantined
+        ("AAA", "this is not json"),
+        v1("AAA", 40, close=-1.0),
+        ("AAA", json.dumps({"v": 2, "symbol": "AAA", "ts": "2026-11-24T10:00:00Z", "close": 1.0, "volume": 1})),
+    ]
+    produce(topic, records)
+
+    outcomes = run(spark, config, once=True, timeout_seconds=300)
+
+    expected_ticks = _expected_ticks(spark, [("AAA", m, "v1") for m in range(30)] + [("BBB", m, "legacy") for m in range(25)])
+    ticks = _table(spark, config, "ticks").select("symbol", "event_time", "close", "volume", "message_format")
+    assert_df_equality(ticks, expected_ticks, ignore_row_order=True, ignore_nullable=True)
+
+    quarantine = _table(spark, config, "ticks_quarantine").select("reason", "symbol", "value")
+    expected_quarantine = spark.createDataFrame(
+        [
+            ("conflicting_duplicate", "AAA", records[-4][1]),
+            ("not_json", None, "this is not json"),
+            ("non_positive_price", "AAA", records[-2][1]),
+            ("unknown_version", None, records[-1][1]),
+        ],
+        schema="reason string, symbol string, value string",
+    )
+    assert_df_equality(quarantine.select("reason", "value"), expected_quarantine.select("reason", "value"),
+                       ignore_row_order=True, ignore_nullable=True)
+
+    raw = _table(spark, config, "raw_ticks")
+    assert sorted(row.value for row in raw.collect()) == sorted(value for _, value in records)
+
+    _assert_signals_equal_recomputation(spark, config)
+    assert {row.revision for row in _table(spark, config, "signals").collect()} == {0}
+
+    metrics = _table(spark, config, "pipeline_metrics").collect()
+    assert sum(row.records_read for row in metrics) == len(records)
+    assert sum(row.ticks_written for row in metrics) == 55
+    assert sum(row.duplicates for row in metrics) == 1
+    by_reason: dict[str, int] = {}
+    for row in metrics:
+        for reason, count in row.quarantined_by_reason.items():
+            by_reason[reason] = by_reason.get(reason, 0) + count
+    assert by_reason == {"conflicting_duplicate": 1, "non_positive_price": 1, "not_json": 1, "unknown_version": 1}
+    assert sum(o.records_read for o in outcomes) == len(records)
+    assert all(row.records_read == row.ticks_written + row.quarantined + row.duplicates for row in metrics)
+
+
+def test_late_ticks_correct_the_rows_after_them(spark, make_config, kafka_broker, kafka_topic, produce) -> None:
+    topic = kafka_topic()
+    config = make_config(
+        f"kafka.bootstrap_servers={kafka_broker.address}",
+        f"kafka.topic={topic}",
+        "signals.sma_short=3",
+        "signals.sma_long=5",
+        "signals.allowed_lateness_seconds=900",
+    )
+    # Batch 1: minutes 0..29 without 10 and 20.
+    produce(topic, [v1("AAA", m) for m in range(30) if m not in (10, 20)])
+    run(spark, config, once=True, timeout_seconds=300)
+    first = {row.event_time: row for row in _table(spark, config, "signals").collect()}
+    _assert_signals_equal_recomputation(spark, config)
+
+    # Batch 2: minute 20 is late but within 15 minutes of the newest tick (29); minute 10 is too late.
+    produce(topic, [v1("AAA", 20), v1("AAA", 10)] + [v1("AAA", m) for m in range(30, 35)])
+    outcomes = run(spark, config, once=True, timeout_seconds=300)
+    _assert_signals_equal_recomputation(spark, config)
+    signals = {row.event_time.replace(tzinfo=None): row for row in _table(spark, config, "signals").collect()}
+    naive = lambda m: _minute(m).replace(tzinfo=None)  # noqa: E731
+    assert signals[naive(20)].revision == 0
+    # prev_volume of 21 and the windows of 21..24 (sma_long 5) change; 25.. keep their values.
+    assert [signals[naive(m)].revision for m in range(21, 30)] == [1, 1, 1, 1, 0, 0, 0, 0, 0]
+    assert all(signals[naive(m)].revision == 0 for m in range(30, 35))
+    assert signals[naive(25)].batch_id == first[naive(25)].batch_id
+    assert sum(o.signals_corrected for o in outcomes) == 4
+    assert sum(o.signals_emitted for o in outcomes) == 6
+
+    too_late = _table(spark, config, "ticks_quarantine").where(F.col("reason") == "too_late").collect()
+    assert [(row.symbol, row.event_time.replace(tzinfo=None)) for row in too_late] == [("AAA", naive(10))]
+
+    # Batch 3: another late tick inside the horizon; the context is now trimmed to the long window.
+    state = _table(spark, config, "_signal_state").collect()
+    assert [(row.symbol, row.last_event_time.replace(tzinfo=None)) for row in state] == [("AAA", naive(34))]
+    assert state[0].context_start_time.replace(tzinfo=None) == naive(14)
+    produce(topic, [v1("AAA", 35), v1("AAA", 25.5, close=150.0, volume=5000)])
+    run(spark, config, once=True, timeout_seconds=300)
+    _assert_signals_equal_recomputation(spark, config)
+    assert _table(spark, config, "ticks").count() == 36
+
+
+@pytest.mark.parametrize("bucket", ["stream-lake"])
+def test_delta_tables_on_s3a(spark, make_config, kafka_broker, kafka_topic, produce, bucket) -> None:
+    topic = kafka_topic()
+    aws_client(make_config(), "s3").create_bucket(Bucket=bucket)
+    config = make_config(
+        f"kafka.bootstrap_servers={kafka_broker.address}",
+        f"kafka.topic={topic}",
+        f"storage.root=s3a://{bucket}/lake",
+        f"storage.checkpoint_root=s3a://{bucket}/checkpoints",
+    )
+    produce(topic, [v1("AAA", m) for m in range(25)])
+    run(spark, config, once=True, timeout_seconds=300)
+    ticks = _table(spark, config, "ticks").select("symbol", "event_time", "close", "volume", "message_format")
+    assert_df_equality(ticks, _expected_ticks(spark, [("AAA", m, "v1") for m in range(25)]),
+                       ignore_row_order=True, ignore_nullable=True)
+    _assert_signals_equal_recomputation(spark, config)
+    listed = aws_client(config, "s3").list_objects_v2(Bucket=bucket, Prefix="lake/signals/_delta_log/")
+    assert listed["KeyCount"] > 0
