@@ -51,6 +51,9 @@ def spark_settings(config: AppConfig) -> dict[str, str]:
                 "spark.default.parallelism": str(config.spark.shuffle_partitions),
                 "spark.driver.bindAddress": "127.0.0.1",
                 "spark.driver.host": "127.0.0.1",
+                "spark.ui.showConsoleProgress": "false",
+                # Delta rebuilds table snapshots with 50 tasks by default: far too many for one machine.
+                "spark.databricks.delta.snapshotPartitions": "2",
             }
         )
     if config.spark.jars_dir:

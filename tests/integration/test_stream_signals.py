@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
+import pandas as pd
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
@@ -171,3 +172,46 @@ def test_delta_tables_on_s3a(spark, make_config, kafka_broker, kafka_topic, prod
     _assert_signals_equal_recomputation(spark, config)
     listed = aws_client(config, "s3").list_objects_v2(Bucket=bucket, Prefix="lake/signals/_delta_log/")
     assert listed["KeyCount"] > 0
+
+
+def _view(spark: SparkSession, config, view: str, columns: tuple[str, ...] = SIGNAL_COLUMNS) -> DataFrame:
+    from jobs.query import run_query
+
+    frame = run_query(config, f"SELECT {', '.join(columns)} FROM {view}", substitute_windows=True)
+    if frame["event_time"].dt.tz is not None:
+        frame["event_time"] = frame["event_time"].dt.tz_convert("UTC").dt.tz_localize(None)
+    def plain(value):
+        if pd.isna(value):
+            return None
+        if isinstance(value, pd.Timestamp):
+            return value.to_pydatetime()
+        return value.item() if hasattr(value, "item") else value
+
+    rows = [tuple(plain(value) for value in record) for record in frame[list(columns)].itertuples(index=False)]
+    return spark.createDataFrame(rows, schema=_table(spark, config, "signals").select(*columns).schema)
+
+
+def test_views_over_ticks_equal_the_streamed_signals(spark, make_config, kafka_broker, kafka_topic, produce) -> None:
+    """Parity: the Athena views, run locally on the job's own `ticks`, equal the job's `signals` table."""
+    topic = kafka_topic()
+    config = make_config(f"kafka.bootstrap_servers={kafka_broker.address}", f"kafka.topic={topic}",
+                         "signals.sma_short=3", "signals.sma_long=5", "signals.allowed_lateness_seconds=1200")
+    # Two symbols, out of order inside the first batch, late ticks in the second.
+    produce(topic, [v1("AAA", m) for m in (3, 1, 0, 2, *range(4, 30)) if m not in (12, 25)]
+            + [legacy("BBB", m) for m in range(0, 30, 2)])
+    run(spark, config, once=True, timeout_seconds=300)
+    produce(topic, [v1("AAA", 25), v1("AAA", 12), legacy("BBB", 27), legacy("BBB", 31)])
+    run(spark, config, once=True, timeout_seconds=300)
+
+    signals = _table(spark, config, "signals").select(*SIGNAL_COLUMNS)
+    assert_approx_df_equality(signals, _view(spark, config, "v_signals"),
+                              precision=1e-9, ignore_row_order=True, ignore_nullable=True)
+    crossover_columns = ("symbol", "event_time", "crossover", "close", "volume", "sma_short", "sma_long", "signal")
+    crosses = signals.where(F.col("crossover").isNotNull()).select(*crossover_columns)
+    assert crosses.count() > 0
+    assert_approx_df_equality(crosses, _view(spark, config, "v_crossovers", crossover_columns),
+                              precision=1e-9, ignore_row_order=True, ignore_nullable=True)
+    latest = signals.join(signals.groupBy("symbol").agg(F.max("event_time").alias("event_time")),
+                          on=["symbol", "event_time"], how="inner").select(*SIGNAL_COLUMNS)
+    assert_approx_df_equality(latest, _view(spark, config, "v_latest_signals"),
+                              precision=1e-9, ignore_row_order=True, ignore_nullable=True)
