@@ -1,0 +1,80 @@
+"""Configuration: one path, overrides by environment and --set, errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobs.config import ConfigError, load_config, with_overrides
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LOCAL = REPO_ROOT / "conf" / "local.yaml"
+
+
+def test_local_profile_defaults() -> None:
+    config = load_config(LOCAL, environ={})
+    assert (config.kafka.bootstrap_servers, config.kafka.topic) == ("localhost:9092", "stock-ticks")
+    assert (config.signals.sma_short, config.signals.sma_long) == (9, 21)
+    assert config.table_path("ticks") == str(REPO_ROOT / ".local" / "delta" / "ticks")
+    assert config.checkpoint_path() == str(REPO_ROOT / ".local" / "checkpoints" / "stream_signals")
+
+
+def test_set_beats_environment_beats_file() -> None:
+    environ = {"MARKET_SIGNALS_KAFKA__TOPIC": "from-env", "MARKET_SIGNALS_SIGNALS__SMA_LONG": "30"}
+    config = load_config(LOCAL, ["kafka.topic=from-set"], environ=environ)
+    assert config.kafka.topic == "from-set"
+    assert config.signals.sma_long == 30
+
+
+def test_yaml_scalars_in_overrides() -> None:
+    config = load_config(LOCAL, ["kafka.publish_signals=true", "kafka.max_offsets_per_trigger=500",
+                                 "s3.endpoint=http://127.0.0.1:5000"], environ={})
+    assert config.kafka.publish_signals is True
+    assert config.kafka.max_offsets_per_trigger == 500
+    assert config.s3.endpoint == "http://127.0.0.1:5000"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["kafka.bootstrap=localhost:1"], "kafka.bootstrap: unknown key"),
+        (["nosuch.key=1"], "nosuch: unknown key"),
+        (["signals.sma_short=nine"], "signals.sma_short: Input should be a valid integer"),
+        (["signals.sma_short=30"], "sma_short (30) must be smaller than sma_long (21)"),
+        (["storage.root=s3a:///no-bucket"], "storage.root"),
+        (["storage.root=hdfs://namenode/x"], "unsupported scheme 'hdfs'"),
+        (["stream.source_timezone=Mars/Base"], "unknown time zone 'Mars/Base'"),
+        (["kafka.topic"], "expected section.key=value"),
+    ],
+)
+def test_bad_values_fail_at_load_naming_the_key(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=None) as error:
+        load_config(LOCAL, overrides, environ={})
+    assert message in str(error.value)
+
+
+def test_environment_references_in_the_file(tmp_path: Path) -> None:
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("storage:\n  root: s3a://${BUCKET}/delta\n  checkpoint_root: ${CKPT:-/tmp/ckpt}\n")
+    config = load_config(profile, environ={"BUCKET": "lake"})
+    assert (config.storage.root, config.storage.checkpoint_root) == ("s3a://lake/delta", "/tmp/ckpt")
+    with pytest.raises(ConfigError, match="storage.root: environment variable BUCKET is not set"):
+        load_config(profile, environ={})
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="configuration file not found"):
+        load_config(tmp_path / "absent.yaml", environ={})
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("storage: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken, environ={})
+
+
+def test_with_overrides_revalidates() -> None:
+    config = load_config(LOCAL, environ={})
+    changed = with_overrides(config, ["signals.allowed_lateness_seconds=60"])
+    assert changed.signals.allowed_lateness_seconds == 60 and config.signals.allowed_lateness_seconds == 3600
+    with pytest.raises(ConfigError, match="signals.allowed_lateness_seconds"):
+        with_overrides(config, ["signals.allowed_lateness_seconds=-1"])
