@@ -1,0 +1,85 @@
+"""Table maintenance: compact small files (OPTIMIZE) and remove unreferenced files (VACUUM).
+
+    python -m jobs.maintenance optimize [--table signals ...]
+    python -m jobs.maintenance vacuum --retain-hours 168 [--table ...]
+
+The streaming job commits small files every micro-batch; the tables also have Delta auto-compaction on.
+Run `optimize` on a schedule (e.g. hourly) and `vacuum` daily; both are safe while the stream runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from delta.tables import DeltaTable
+from pyspark.sql import SparkSession
+
+from jobs.config import AppConfig, ConfigError, add_config_arguments, config_from_args
+from jobs.tables import ALL_TABLES
+
+TABLE_NAMES = [spec.name for spec in ALL_TABLES]
+# Below this, VACUUM could delete files a running reader or the stream still needs.
+MIN_RETAIN_HOURS = 168
+
+
+def optimize(spark: SparkSession, config: AppConfig, tables: list[str]) -> dict[str, dict[str, int]]:
+    """Bin-pack each table's small files; returns files added/removed per table."""
+    results = {}
+    for name in tables:
+        path = config.table_path(name)
+        if not DeltaTable.isDeltaTable(spark, path):
+            continue
+        metrics = DeltaTable.forPath(spark, path).optimize().executeCompaction().first()["metrics"]
+        results[name] = {"files_added": metrics["numFilesAdded"], "files_removed": metrics["numFilesRemoved"]}
+    return results
+
+
+def vacuum(spark: SparkSession, config: AppConfig, tables: list[str], retain_hours: int) -> list[str]:
+    done = []
+    for name in tables:
+        path = config.table_path(name)
+        if DeltaTable.isDeltaTable(spark, path):
+            DeltaTable.forPath(spark, path).vacuum(retain_hours)
+            done.append(name)
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.maintenance", description=__doc__.split("\n\n")[0])
+    common = argparse.ArgumentParser(add_help=False)
+    add_config_arguments(common)
+    common.add_argument("--table", action="append", choices=TABLE_NAMES,
+                        help="table to maintain (repeatable; default: all)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("optimize", parents=[common], help="compact small files of each table")
+    vacuum_parser = commands.add_parser("vacuum", parents=[common], help="delete files no version references")
+    vacuum_parser.add_argument("--retain-hours", type=int, default=MIN_RETAIN_HOURS,
+                               help=f"keep files needed by versions of the last N hours (>= {MIN_RETAIN_HOURS})")
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "vacuum" and args.retain_hours < MIN_RETAIN_HOURS:
+        print(f"error: --retain-hours must be at least {MIN_RETAIN_HOURS}", file=sys.stderr)
+        return 2
+    from jobs.spark_session import build_spark
+
+    spark = build_spark(config)
+    try:
+        tables = args.table or TABLE_NAMES
+        if args.command == "optimize":
+            for name, counts in optimize(spark, config, tables).items():
+                print(f"{name}: {counts['files_removed']} files compacted into {counts['files_added']}")
+        else:
+            for name in vacuum(spark, config, tables, args.retain_hours):
+                print(f"{name}: vacuumed (retained {args.retain_hours} h)")
+    finally:
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
