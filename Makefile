@@ -9,7 +9,7 @@ MVN := mvn -q -B -s conf/jvm/settings.xml -f conf/jvm/pom.xml
 JVM_POMS := conf/jvm/pom.xml conf/jvm/spark/pom.xml conf/jvm/kafka-broker/pom.xml conf/jvm/settings.xml
 ARGS ?=
 
-.PHONY: help setup prerequisites test test-unit test-integration test-e2e up down status demo bench clean
+.PHONY: help setup prerequisites test test-unit test-integration test-e2e up down status demo bench clean package submit
 
 help:
 	@echo "make setup             create .venv, install pinned Python packages, resolve JVM jars into .jars/"
@@ -18,6 +18,8 @@ help:
 	@echo "make up | down | status  local Kafka broker (localhost:9092) and moto S3/Glue (localhost:5000)"
 	@echo "make demo              run the pipeline end to end on the embedded default"
 	@echo "make clean             remove local data, logs and checkpoints (.local/)"
+	@echo "make package           build the EMR artifact in dist/ (zip for --py-files, entry script, profile, --packages)"
+	@echo "make submit ARGS=...   package, then submit to EMR (python -m jobs.emr submit --config conf/aws.yaml ARGS)"
 
 setup: prerequisites $(VENV)/.installed .jars/.resolved
 	@echo "setup complete: $(VENV) and .jars/ are ready"
@@ -63,3 +65,10 @@ status:
 
 clean: down
 	rm -rf .local
+
+package: setup
+	$(PY) -m jobs.package $(ARGS)
+
+submit: setup
+	$(PY) -m jobs.package
+	$(PY) -m jobs.emr submit --config conf/aws.yaml $(ARGS)

@@ -59,6 +59,8 @@ class KafkaConfig(_Section):
     max_offsets_per_trigger: int | None = Field(default=None, ge=1)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None
+    # The profile's promise that traffic to the brokers is encrypted: PLAINTEXT / SASL_PLAINTEXT are refused.
+    require_tls: bool = False
     # Further client settings (TLS trust store, SASL JAAS config reference, ...), passed as kafka.<key>.
     # Secrets belong in the environment or the cluster's secret store, not here.
     options: dict[str, str] = Field(default_factory=dict)
@@ -111,6 +113,18 @@ class StreamConfig(_Section):
     checkpoint_name: str = "stream_signals"
     register_catalog: bool = False
 
+    @field_validator("source_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        # An unknown zone would otherwise turn every legacy record into a bad_timestamp reject.
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Asia/Kolkata)") from None
+        return value
+
 
 class GlueConfig(_Section):
     database: str = "market_signals"
@@ -124,6 +138,26 @@ class AthenaConfig(_Section):
     endpoint: str | None = None
     region: str = "us-east-1"
     query_timeout_seconds: int = Field(default=300, ge=1)
+
+
+class EmrConfig(_Section):
+    """Defaults of `python -m jobs.emr submit` (each is also a command-line option)."""
+
+    target: Literal["ec2", "serverless"] = "ec2"
+    cluster_id: str | None = None
+    application_id: str | None = None
+    execution_role_arn: str | None = None
+    region: str = "us-east-1"
+    # Where `make package`'s dist/ is uploaded: s3://bucket/prefix/
+    artifacts_uri: str | None = None
+    log_uri: str | None = None
+    # EMR ships Delta; these paths put it on the classpath and its Python module on the path.
+    delta_jars: list[str] = Field(
+        default_factory=lambda: ["/usr/share/aws/delta/lib/delta-spark.jar", "/usr/share/aws/delta/lib/delta-storage.jar"]
+    )
+    # EMR Serverless: a venv-pack archive (s3://.../venv.tar.gz) providing requirements-cluster.txt.
+    venv_archive: str | None = None
+    conf: dict[str, str] = Field(default_factory=dict)
 
 
 class SymbolParams(_Section):
@@ -192,12 +226,100 @@ class AppConfig(_Section):
     athena: AthenaConfig = Field(default_factory=AthenaConfig)
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
     services: ServicesConfig = Field(default_factory=ServicesConfig)
+    emr: EmrConfig = Field(default_factory=EmrConfig)
+
+    @model_validator(mode="after")
+    def _deployable(self) -> "AppConfig":
+        problems = profile_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     def table_path(self, table: str) -> str:
         return f"{absolute_location(self.storage.root)}/{table}"
 
     def checkpoint_path(self, name: str | None = None) -> str:
         return f"{absolute_location(self.storage.checkpoint_root)}/{name or self.stream.checkpoint_name}"
+
+
+def _s3_problem(key: str, value: str | None) -> str | None:
+    if not value or "://" not in value:
+        return None
+    scheme, _, rest = value.partition("://")
+    if scheme not in {"s3", "s3a"}:
+        return f"{key}: {value!r} is not an s3:// location"
+    if not rest.split("/", 1)[0]:
+        return f"{key}: {value!r} has no bucket"
+    return None
+
+
+def profile_problems(config: "AppConfig") -> list[str]:
+    """Deployment rules that span sections: S3 locations with a bucket, TLS when the profile requires it."""
+    problems = [
+        problem
+        for key, value in (
+            ("athena.output_location", config.athena.output_location),
+            ("emr.artifacts_uri", config.emr.artifacts_uri),
+            ("emr.log_uri", config.emr.log_uri),
+            ("emr.venv_archive", config.emr.venv_archive),
+        )
+        if (problem := _s3_problem(key, value))
+    ]
+    kafka = config.kafka
+    if kafka.require_tls and kafka.security_protocol in {"PLAINTEXT", "SASL_PLAINTEXT"}:
+        problems.append(
+            f"kafka.security_protocol: {kafka.security_protocol} sends data unencrypted but kafka.require_tls is "
+            "true (use SSL or SASL_SSL)"
+        )
+    if kafka.sasl_mechanism and not kafka.security_protocol.startswith("SASL_"):
+        problems.append(
+            f"kafka.sasl_mechanism {kafka.sasl_mechanism} needs kafka.security_protocol SASL_SSL "
+            f"(is {kafka.security_protocol})"
+        )
+    if kafka.sasl_mechanism == "AWS_MSK_IAM":
+        for option, expected in MSK_IAM_OPTIONS.items():
+            if kafka.options.get(option) != expected:
+                problems.append(f"kafka.options.{option}: MSK IAM authentication needs {expected!r}")
+    return problems
+
+
+# MSK IAM authentication: these client settings plus software.amazon.msk:aws-msk-iam-auth on the classpath.
+MSK_IAM_OPTIONS = {
+    "sasl.jaas.config": "software.amazon.msk.auth.iam.IAMLoginModule required;",
+    "sasl.client.callback.handler.class": "software.amazon.msk.auth.iam.IAMClientCallbackHandler",
+}
+_SECRET_KEY = re.compile(
+    r"(^|_)(aws_access_key_id|aws_secret_access_key|aws_session_token|access_key|secret_key|secret|password|token)$"
+)
+_SECRET_VALUE = [
+    (re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"), "an AWS access key id"),
+    (re.compile(r"password\s*=\s*(?!\"?\$\{)\S", re.IGNORECASE), "a password"),
+]
+
+
+def refuse_credentials(tree: Any, source: str, where: str = "") -> None:
+    """Credentials written into a profile file are refused, naming the key: they belong in the environment,
+    the default AWS provider chain or a secret store. A value that is only a ${VAR} reference is fine."""
+    if isinstance(tree, dict):
+        for key, item in tree.items():
+            dotted = f"{where}.{key}" if where else str(key)
+            normalized = re.sub(r"[^a-z0-9]+", "_", str(key).lower())
+            if isinstance(item, str) and item.strip() and _SECRET_KEY.search(normalized):
+                if not _ENV_REF.fullmatch(item.strip()):
+                    raise ConfigError(
+                        f"{source}: {dotted} holds a credential; put it in the environment and write "
+                        f"{dotted}: ${{NAME}} (AWS: use the default provider chain or the instance/job role)"
+                    )
+            refuse_credentials(item, source, dotted)
+    elif isinstance(tree, list):
+        for item in tree:
+            refuse_credentials(item, source, where)
+    elif isinstance(tree, str):
+        for pattern, what in _SECRET_VALUE:
+            if pattern.search(tree):
+                raise ConfigError(
+                    f"{source}: {where or '<root>'} contains {what}; reference the environment (${{NAME}}) instead"
+                )
 
 
 def _expand_env_refs(value: Any, where: str, environ: dict[str, str]) -> Any:
@@ -269,6 +391,7 @@ def load_config(
         raise ConfigError(f"{config_path}: not valid YAML: {exc}") from exc
     if not isinstance(tree, dict):
         raise ConfigError(f"{config_path}: top level must be a mapping of sections")
+    refuse_credentials(tree, str(config_path))
     environ = dict(os.environ) if environ is None else environ
     tree = _expand_env_refs(tree, "", environ)
     for dotted, value in _env_overrides(environ):

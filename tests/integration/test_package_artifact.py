@@ -1,0 +1,115 @@
+"""`make package` builds a complete artifact: spark-submit runs dist/stream_signals.py with only
+dist/market_signals.zip on the Python path (from a folder outside the repo) against the session's Kafka
+broker, and the Delta tables hold the produced ticks and their signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from jobs.local_stack import ServiceHandle
+from jobs.package import ENTRY_MODULE, build_package, import_closure
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SPARK_SUBMIT = REPO_ROOT / ".venv" / "bin" / "spark-submit"
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("package") / "dist"
+    build_package(folder, REPO_ROOT / "conf" / "aws.yaml")
+    return folder
+
+
+def test_package_contents(dist: Path) -> None:
+    assert sorted(path.name for path in dist.iterdir()) == sorted([
+        "market_signals.zip", "stream_signals.py", "aws.yaml", "spark-packages.txt", "requirements-cluster.txt",
+        "bootstrap-install.sh", "MANIFEST.json"])
+    names = set(zipfile.ZipFile(dist / "market_signals.zip").namelist())
+    modules, external = import_closure(REPO_ROOT, ENTRY_MODULE)
+    for module in modules:
+        assert f"{module.replace('.', '/')}.py" in names or f"{module.replace('.', '/')}/__init__.py" in names
+    assert "simulator/cli.py" in names and not any("__pycache__" in name for name in names)
+    packages = (dist / "spark-packages.txt").read_text().split()
+    assert packages == ["org.apache.spark:spark-sql-kafka-0-10_2.13:4.0.2", "software.amazon.msk:aws-msk-iam-auth:2.3.9"]
+    requirements = {line.split("==")[0] for line in (dist / "requirements-cluster.txt").read_text().splitlines()
+                    if "==" in line}
+    assert {"pyyaml", "pydantic", "boto3", "deltalake"} <= requirements
+    assert not {"pyspark", "delta-spark", "py4j"} & requirements, "EMR provides Spark and Delta"
+    assert (dist / "aws.yaml").read_text() == (REPO_ROOT / "conf" / "aws.yaml").read_text()
+    manifest = json.loads((dist / "MANIFEST.json").read_text())
+    assert manifest["spark_packages"] == packages and "market_signals.zip" in manifest["files"]
+
+
+def test_the_zip_is_reproducible(dist: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    build_package(again, REPO_ROOT / "conf" / "aws.yaml")
+    assert (again / "market_signals.zip").read_bytes() == (dist / "market_signals.zip").read_bytes()
+
+
+def test_packages_follow_the_profile_auth(tmp_path: Path) -> None:
+    profile = tmp_path / "tls.yaml"
+    profile.write_text((REPO_ROOT / "conf" / "aws.yaml").read_text().replace("sasl_mechanism: AWS_MSK_IAM",
+                                                                             "sasl_mechanism: null"))
+    build_package(tmp_path / "dist", profile)
+    assert (tmp_path / "dist" / "spark-packages.txt").read_text().split() == [
+        "org.apache.spark:spark-sql-kafka-0-10_2.13:4.0.2"]
+
+
+def test_packaged_job_runs_with_spark_submit(
+    dist: Path, tmp_path: Path, kafka_broker: ServiceHandle, kafka_topic, produce
+) -> None:
+    topic = kafka_topic(partitions=2)
+    ticks = [
+        {"v": 1, "symbol": symbol, "ts": f"2026-11-24T09:{minute:02d}:00.000Z", "close": 10.5 + minute,
+         "volume": 100 + minute}
+        for symbol in ("AAA", "BBB")
+        for minute in range(3)
+    ]
+    produce(topic, [(tick["symbol"], json.dumps(tick)) for tick in ticks])
+
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    jars = ",".join(str(path) for path in sorted((REPO_ROOT / ".jars" / "spark").glob("*.jar")))
+    lake = tmp_path / "lake"
+    env = {key: value for key, value in os.environ.items() if key not in {"PYTHONPATH", "SPARK_HOME"}}
+    env.update({"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable})
+    command = [
+        str(SPARK_SUBMIT),
+        "--master", "local[2]",
+        "--jars", jars,
+        "--py-files", str(dist / "market_signals.zip"),
+        str(dist / "stream_signals.py"),
+        "--config", str(REPO_ROOT / "conf" / "local.yaml"),
+        "--set", f"storage.root={lake / 'delta'}",
+        "--set", f"storage.checkpoint_root={lake / 'checkpoints'}",
+        "--set", f"kafka.bootstrap_servers={kafka_broker.address}",
+        "--set", f"kafka.topic={topic}",
+        "--set", "spark.jars_dir=null",  # jars come from --jars, as on a cluster
+        "--set", "spark.shuffle_partitions=2",
+        "--once",
+    ]
+    result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=420)
+    assert result.returncode == 0, result.stderr[-4000:]
+    # The code came from the zip, not from the source tree.
+    origin = re.search(r"market_signals: code from (\S+)", result.stderr + result.stdout)
+    assert origin, result.stderr[-4000:]
+    assert origin.group(1).endswith("market_signals.zip/jobs/__init__.py"), origin.group(1)
+    summary = json.loads(next(line for line in result.stdout.splitlines() if '"event": "summary"' in line))
+    assert summary["records_read"] == len(ticks) and summary["ticks_written"] == len(ticks)
+
+    from deltalake import DeltaTable
+
+    stored = DeltaTable(str(lake / "delta" / "ticks")).to_pyarrow_table().to_pylist()
+    assert sorted((row["symbol"], row["close"], row["volume"]) for row in stored) == sorted(
+        (tick["symbol"], tick["close"], tick["volume"]) for tick in ticks)
+    signals = DeltaTable(str(lake / "delta" / "signals")).to_pyarrow_table().to_pylist()
+    assert len(signals) == len(ticks)
+    assert {row["signal"] for row in signals} == {"Hold"}, "three ticks per symbol: no SMA(9) yet"
