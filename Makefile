@@ -9,14 +9,18 @@ MVN := mvn -q -B -s conf/jvm/settings.xml -f conf/jvm/pom.xml
 JVM_POMS := conf/jvm/pom.xml conf/jvm/spark/pom.xml conf/jvm/kafka-broker/pom.xml conf/jvm/settings.xml
 ARGS ?=
 
-.PHONY: help setup prerequisites test test-unit test-integration test-e2e up down status demo bench clean package submit
+.PHONY: help setup prerequisites test test-unit test-integration test-e2e up down status demo bench bench-simulator simulate stream submit-local clean package submit
 
 help:
 	@echo "make setup             create .venv, install pinned Python packages, resolve JVM jars into .jars/"
 	@echo "make test              run the whole test suite (unit, integration, e2e)"
 	@echo "make test-unit         pure transformations only"
 	@echo "make up | down | status  local Kafka broker (localhost:9092) and moto S3/Glue (localhost:5000)"
-	@echo "make demo              run the pipeline end to end on the embedded default"
+	@echo "make demo              run the pipeline end to end on the embedded default (~2 min; ARGS=\"--duration 30\")"
+	@echo "make simulate ARGS=... market simulator (python -m simulator run), e.g. ARGS=\"--count 12000 --speed max --seed 1\""
+	@echo "make stream ARGS=...   the streaming job (python -m jobs.stream_signals), e.g. ARGS=--once"
+	@echo "make submit-local ARGS=...  the streaming job through spark-submit with the resolved jars"
+	@echo "make bench             benchmarks that print figures (simulator vs a bare kafka-python loop)"
 	@echo "make clean             remove local data, logs and checkpoints (.local/)"
 	@echo "make package           build the EMR artifact in dist/ (zip for --py-files, entry script, profile, --packages)"
 	@echo "make submit ARGS=...   package, then submit to EMR (python -m jobs.emr submit --config conf/aws.yaml ARGS)"
@@ -62,6 +66,25 @@ down:
 
 status:
 	$(PY) -m jobs.local_stack status
+
+simulate: setup
+	$(PY) -m simulator run $(ARGS)
+
+stream: setup
+	$(PY) -m jobs.stream_signals $(ARGS)
+
+# spark-submit must receive the jars itself: set in the session they would not reach the driver's class path.
+submit-local: setup
+	$(VENV)/bin/spark-submit --driver-memory 2g --jars "$$(ls .jars/spark/*.jar | paste -sd,)" \
+	  jobs/stream_signals.py --config conf/local.yaml $(ARGS)
+
+bench: bench-simulator
+
+bench-simulator: setup
+	$(PY) -m bench.bench_simulator $(ARGS)
+
+demo: setup
+	$(PY) -m jobs.demo $(ARGS)
 
 clean: down
 	rm -rf .local
