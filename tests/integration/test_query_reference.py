@@ -10,6 +10,7 @@ from deltalake import write_deltalake
 
 from jobs.config import AppConfig
 from jobs.query import run_query
+from tests.support import TICKS_ARROW
 
 SOURCE_TIMEZONE = "Asia/Kolkata"
 
@@ -35,21 +36,7 @@ def reference_ticks(reference: pd.DataFrame, source_timezone: str) -> pa.Table:
             "event_date": event_time.dt.date,
         }
     )
-    schema = pa.schema(
-        [
-            pa.field("symbol", pa.string(), False),
-            pa.field("event_time", pa.timestamp("us", tz="UTC"), False),
-            pa.field("close", pa.float64(), False),
-            pa.field("volume", pa.int64(), False),
-            pa.field("message_format", pa.string(), False),
-            pa.field("topic", pa.string(), False),
-            pa.field("partition", pa.int32(), False),
-            pa.field("offset", pa.int64(), False),
-            pa.field("ingest_time", pa.timestamp("us", tz="UTC"), False),
-            pa.field("event_date", pa.date32(), False),
-        ]
-    )
-    return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    return pa.Table.from_pandas(frame, schema=TICKS_ARROW, preserve_index=False)
 
 
 def test_v_signals_reproduces_the_reference_athena_output(reference_csv: Path, make_config) -> None:

@@ -14,21 +14,8 @@ from deltalake import write_deltalake
 from jobs.config import REPO_ROOT, AppConfig, load_config
 from jobs.query import QueryError, open_local_engine, run_query
 from jobs.sql_views import WindowMismatch
+from tests.support import TICKS_ARROW
 
-TICKS_ARROW = pa.schema(
-    [
-        pa.field("symbol", pa.string(), False),
-        pa.field("event_time", pa.timestamp("us", tz="UTC"), False),
-        pa.field("close", pa.float64(), False),
-        pa.field("volume", pa.int64(), False),
-        pa.field("message_format", pa.string(), False),
-        pa.field("topic", pa.string(), False),
-        pa.field("partition", pa.int32(), False),
-        pa.field("offset", pa.int64(), False),
-        pa.field("ingest_time", pa.timestamp("us", tz="UTC"), False),
-        pa.field("event_date", pa.date32(), False),
-    ]
-)
 
 
 def write_ticks(root: Path, rows: list[tuple[str, datetime, float, int]]) -> None:
