@@ -43,6 +43,17 @@ def legacy(symbol: str, m: int) -> tuple[str, str]:
     return symbol, json.dumps({"symbol": symbol, "Date-Time": local, "Close": _close(m), "Volume": _volume(m)})
 
 
+def _consume(bootstrap: str, topic: str) -> list[tuple[str, dict]]:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=5000)
+    try:
+        return [(message.key.decode(), json.loads(message.value)) for message in consumer]
+    finally:
+        consumer.close()
+
+
 def _table(spark: SparkSession, config, name: str) -> DataFrame:
     return spark.read.format("delta").load(config.table_path(name))
 
@@ -62,8 +73,9 @@ def _assert_signals_equal_recomputation(spark: SparkSession, config) -> None:
 
 
 def test_once_writes_every_table_exactly(spark, make_config, kafka_broker, kafka_topic, produce) -> None:
-    topic = kafka_topic()
-    config = make_config(f"kafka.bootstrap_servers={kafka_broker.address}", f"kafka.topic={topic}")
+    topic, signals_topic = kafka_topic(), kafka_topic(partitions=1)
+    config = make_config(f"kafka.bootstrap_servers={kafka_broker.address}", f"kafka.topic={topic}",
+                         "kafka.publish_signals=true", f"kafka.signals_topic={signals_topic}")
     records = [v1("AAA", m) for m in range(30)] + [legacy("BBB", m) for m in range(25)]
     records += [
         v1("AAA", 5),  # identical re-send: counted and dropped
@@ -98,6 +110,16 @@ def test_once_writes_every_table_exactly(spark, make_config, kafka_broker, kafka
 
     _assert_signals_equal_recomputation(spark, config)
     assert {row.revision for row in _table(spark, config, "signals").collect()} == {0}
+
+    published = _consume(kafka_broker.address, signals_topic)
+    stored = {(row.symbol, row.event_time.replace(tzinfo=None)): row for row in _table(spark, config, "signals").collect()}
+    assert len(published) == len(stored) == 55
+    for key, message in published:
+        row = stored[(message["symbol"], datetime.fromisoformat(message["event_time"]).astimezone(timezone.utc).replace(tzinfo=None))]
+        assert key == message["symbol"]
+        assert (message["signal"], message.get("crossover"), message["revision"], message["is_correction"]) == (
+            row.signal, row.crossover, 0, False)
+        assert message.get("sma_long") == row.sma_long
 
     metrics = _table(spark, config, "pipeline_metrics").collect()
     assert sum(row.records_read for row in metrics) == len(records)
