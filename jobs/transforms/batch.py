@@ -87,8 +87,18 @@ def effective_watermarks(state: DataFrame, batch_id: int) -> DataFrame:
 
 
 def flag_too_late(ticks: DataFrame, watermarks: DataFrame, allowed_lateness_seconds: int) -> DataFrame:
-    """Add `too_late`: the tick is older than its symbol's newest processed tick by more than the lateness."""
-    horizon = F.col("last_event_time") - F.make_dt_interval(secs=F.lit(allowed_lateness_seconds))
+    """Add `too_late`: the tick is older than its symbol's newest earlier tick by more than the lateness.
+
+    "Earlier" is arrival order: every tick of the symbol processed in previous batches (the watermark) and the
+    records before this one in the batch, by (partition, offset). So the outcome does not depend on where the
+    stream happens to split micro-batches.
+    """
+    arrived_before = (
+        Window.partitionBy("symbol").orderBy("partition", "offset").rowsBetween(Window.unboundedPreceding, -1)
+    )
+    # greatest() skips NULLs: a symbol never seen, or the batch's first record of it, only has one of the two.
+    newest_before = F.greatest(F.col("last_event_time"), F.max("event_time").over(arrived_before))
+    horizon = newest_before - F.make_dt_interval(secs=F.lit(allowed_lateness_seconds))
     return (
         ticks.join(F.broadcast(watermarks.select("symbol", "last_event_time")), on="symbol", how="left")
         .withColumn("too_late", F.coalesce(F.col("event_time") < horizon, F.lit(False)))

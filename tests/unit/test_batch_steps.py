@@ -64,24 +64,37 @@ def test_classify_duplicates_first_by_offset_wins(spark: SparkSession) -> None:
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
 
 
-def test_too_late_is_relative_to_the_symbols_newest_processed_tick(spark: SparkSession) -> None:
+def test_too_late_is_relative_to_the_newest_tick_that_arrived_before(spark: SparkSession) -> None:
     ticks = spark.createDataFrame(
-        [("AAA", _t(0)), ("AAA", _t(50)), ("AAA", _t(49)), ("BBB", _t(0)), ("CCC", _t(0))],
-        schema="symbol string, event_time timestamp",
+        [
+            ("AAA", _t(0), 0, 1),
+            ("AAA", _t(50), 0, 2),
+            ("AAA", _t(49), 0, 3),
+            ("BBB", _t(0), 1, 1),
+            ("CCC", _t(0), 2, 1),
+            # Within a batch arrival order counts: once minute 200 has arrived, 139 is too late and 140 is not.
+            ("CCC", _t(200), 2, 2),
+            ("CCC", _t(139), 2, 3),
+            ("CCC", _t(140), 2, 4),
+        ],
+        schema="symbol string, event_time timestamp, partition int, offset long",
     )
     watermarks = spark.createDataFrame(
         [("AAA", _t(110)), ("BBB", _t(60))], schema="symbol string, last_event_time timestamp"
     )
-    actual = flag_too_late(ticks, watermarks, allowed_lateness_seconds=3600)
+    actual = flag_too_late(ticks, watermarks, allowed_lateness_seconds=3600).select("symbol", "offset", "too_late")
     expected = spark.createDataFrame(
         [
-            ("AAA", _t(0), True),
-            ("AAA", _t(50), False),  # exactly at the horizon: still allowed
-            ("AAA", _t(49), True),
-            ("BBB", _t(0), False),
-            ("CCC", _t(0), False),  # never seen: nothing is late
+            ("AAA", 1, True),
+            ("AAA", 2, False),  # exactly at the horizon: still allowed
+            ("AAA", 3, True),
+            ("BBB", 1, False),
+            ("CCC", 1, False),  # never seen, first of its batch: nothing to be late against
+            ("CCC", 2, False),
+            ("CCC", 3, True),
+            ("CCC", 4, False),
         ],
-        schema="symbol string, event_time timestamp, too_late boolean",
+        schema="symbol string, offset long, too_late boolean",
     )
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
 
