@@ -91,14 +91,10 @@ def test_demo_prints_quarantine_counts_by_reason(demo) -> None:
     assert read == summary["progress"]["ticks"] + sum(summary["quarantine"].values()) + summary["progress"]["duplicates"]
     if read == sent:  # the job caught up: every injected fault is accounted for
         observed = summary["quarantine"]
-        for reason, count in injected["quarantined_by_reason"].items():
-            if reason != "too_late":
-                assert observed.get(reason, 0) == count, reason
+        assert observed == {reason: count for reason, count in injected["quarantined_by_reason"].items() if count}
+        assert observed.get("too_late", 0) > 0
         assert summary["progress"]["duplicates"] == injected["duplicates"]
-        # The job judges lateness against the ticks of earlier micro-batches only, so a too-late tick that
-        # shares a micro-batch with its symbol's newer ticks is accepted: too_late + ticks is what is fixed.
-        assert (observed.get("too_late", 0) + summary["progress"]["ticks"]
-                == injected["quarantined_by_reason"]["too_late"] + injected["ticks"])
+        assert summary["progress"]["ticks"] == injected["ticks"]
 
 
 def test_demo_writes_png_and_html_charts_and_stops_what_it_started(demo) -> None:
