@@ -74,8 +74,9 @@ stream: setup
 	$(PY) -m jobs.stream_signals $(ARGS)
 
 # spark-submit must receive the jars itself: set in the session they would not reach the driver's class path.
+# It finds pyspark through the first python3 on PATH, hence the virtualenv first.
 submit-local: setup
-	$(VENV)/bin/spark-submit --driver-memory 2g --jars "$$(ls .jars/spark/*.jar | paste -sd,)" \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" spark-submit --driver-memory 2g --jars "$$(ls .jars/spark/*.jar | paste -sd,)" \
 	  jobs/stream_signals.py --config conf/local.yaml $(ARGS)
 
 bench: bench-simulator
