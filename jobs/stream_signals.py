@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -122,6 +122,30 @@ class BatchOutcome:
         }
 
 
+@dataclass
+class RunTotals:
+    """Counts over every batch of one run (kept as sums, so a long run holds no per-batch history)."""
+
+    batches: int = 0
+    records_read: int = 0
+    ticks_written: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    signals_emitted: int = 0
+    signals_corrected: int = 0
+
+    def add(self, outcome: BatchOutcome) -> None:
+        if not outcome.records_read:
+            return
+        self.batches += 1
+        self.records_read += outcome.records_read
+        self.ticks_written += outcome.ticks_written
+        self.quarantined += outcome.quarantined
+        self.duplicates += outcome.duplicates
+        self.signals_emitted += outcome.signals_emitted
+        self.signals_corrected += outcome.signals_corrected
+
+
 class SignalBatchProcessor:
     """The foreachBatch function. Holds the config and the paths; state lives in Delta only."""
 
@@ -132,7 +156,7 @@ class SignalBatchProcessor:
         self.paths = {spec.name: config.table_path(spec.name) for spec in
                       (RAW_TICKS, TICKS, TICKS_QUARANTINE, SIGNALS, PIPELINE_METRICS, SIGNAL_STATE)}
         self._app_id: str | None = None
-        self.outcomes: list[BatchOutcome] = []
+        self.totals = RunTotals()
 
     @property
     def app_id(self) -> str:
@@ -163,7 +187,7 @@ class SignalBatchProcessor:
         if outcome.records_read:
             metrics = self.spark.createDataFrame([outcome.as_row()], schema=PIPELINE_METRICS.schema)
             append_once(metrics, self.paths["pipeline_metrics"], PIPELINE_METRICS, self.app_id, batch_id)
-        self.outcomes.append(outcome)
+        self.totals.add(outcome)
         log.info(json.dumps({"event": "batch", **outcome.as_row(), "quarantined": outcome.quarantined},
                             default=str))
 
@@ -321,7 +345,7 @@ def start_query(spark: SparkSession, config: AppConfig, once: bool) -> tuple[Str
     return writer.start(), processor
 
 
-def run(spark: SparkSession, config: AppConfig, once: bool, timeout_seconds: float | None = None) -> list[BatchOutcome]:
+def run(spark: SparkSession, config: AppConfig, once: bool, timeout_seconds: float | None = None) -> RunTotals:
     """Run until the topic is drained (`once`), a stop signal, or the timeout; stop cleanly."""
     query, processor = start_query(spark, config, once)
     stop_requested = threading.Event()
@@ -349,7 +373,7 @@ def run(spark: SparkSession, config: AppConfig, once: bool, timeout_seconds: flo
             query.stop()
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
-    return processor.outcomes
+    return processor.totals
 
 
 def _stop_between_batches(query: StreamingQuery, grace_seconds: float = 120.0) -> None:
@@ -390,19 +414,10 @@ def main(argv: list[str] | None = None) -> int:
 
     spark = build_spark(config)
     try:
-        outcomes = run(spark, config, once=args.once, timeout_seconds=args.timeout)
+        totals = run(spark, config, once=args.once, timeout_seconds=args.timeout)
     finally:
         spark.stop()
-    totals = {
-        "batches": len([o for o in outcomes if o.records_read]),
-        "records_read": sum(o.records_read for o in outcomes),
-        "ticks_written": sum(o.ticks_written for o in outcomes),
-        "quarantined": sum(o.quarantined for o in outcomes),
-        "duplicates": sum(o.duplicates for o in outcomes),
-        "signals_emitted": sum(o.signals_emitted for o in outcomes),
-        "signals_corrected": sum(o.signals_corrected for o in outcomes),
-    }
-    print(json.dumps({"event": "summary", **totals}))
+    print(json.dumps({"event": "summary", **asdict(totals)}))
     return 0
 
 

@@ -86,7 +86,7 @@ def test_once_writes_every_table_exactly(spark, make_config, kafka_broker, kafka
     ]
     produce(topic, records)
 
-    outcomes = run(spark, config, once=True, timeout_seconds=300)
+    totals = run(spark, config, once=True, timeout_seconds=300)
 
     expected_ticks = _expected_ticks(spark, [("AAA", m, "v1") for m in range(30)] + [("BBB", m, "legacy") for m in range(25)])
     ticks = _table(spark, config, "ticks").select("symbol", "event_time", "close", "volume", "message_format")
@@ -130,7 +130,7 @@ def test_once_writes_every_table_exactly(spark, make_config, kafka_broker, kafka
         for reason, count in row.quarantined_by_reason.items():
             by_reason[reason] = by_reason.get(reason, 0) + count
     assert by_reason == {"conflicting_duplicate": 1, "non_positive_price": 1, "not_json": 1, "unknown_version": 1}
-    assert sum(o.records_read for o in outcomes) == len(records)
+    assert totals.records_read == len(records)
     assert all(row.records_read == row.ticks_written + row.quarantined + row.duplicates for row in metrics)
 
 
@@ -151,7 +151,7 @@ def test_late_ticks_correct_the_rows_after_them(spark, make_config, kafka_broker
 
     # Batch 2: minute 20 is late but within 15 minutes of the newest tick (29); minute 10 is too late.
     produce(topic, [v1("AAA", 20), v1("AAA", 10)] + [v1("AAA", m) for m in range(30, 35)])
-    outcomes = run(spark, config, once=True, timeout_seconds=300)
+    totals = run(spark, config, once=True, timeout_seconds=300)
     _assert_signals_equal_recomputation(spark, config)
     signals = {row.event_time.replace(tzinfo=None): row for row in _table(spark, config, "signals").collect()}
     naive = lambda m: _minute(m).replace(tzinfo=None)  # noqa: E731
@@ -160,8 +160,8 @@ def test_late_ticks_correct_the_rows_after_them(spark, make_config, kafka_broker
     assert [signals[naive(m)].revision for m in range(21, 30)] == [1, 1, 1, 1, 0, 0, 0, 0, 0]
     assert all(signals[naive(m)].revision == 0 for m in range(30, 35))
     assert signals[naive(25)].batch_id == first[naive(25)].batch_id
-    assert sum(o.signals_corrected for o in outcomes) == 4
-    assert sum(o.signals_emitted for o in outcomes) == 6
+    assert totals.signals_corrected == 4
+    assert totals.signals_emitted == 6
 
     too_late = _table(spark, config, "ticks_quarantine").where(F.col("reason") == "too_late").collect()
     assert [(row.symbol, row.event_time.replace(tzinfo=None)) for row in too_late] == [("AAA", naive(10))]
