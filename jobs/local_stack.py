@@ -13,6 +13,7 @@ Each service runs as its own process group; its pid, port and log file are kept 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import shutil
@@ -214,7 +215,7 @@ def start_kafka(
     if not (data_dir / "meta.properties").exists():
         cluster_id = _kafka_cluster_id()
         format_command = [java, *jvm_options, "-cp", classpath, "kafka.tools.StorageTool", "format",
-                          "-t", cluster_id, "-c", str(properties), "--ignore-formatted"]
+                          f"--cluster-id={cluster_id}", "-c", str(properties), "--ignore-formatted"]
         result = subprocess.run(format_command, capture_output=True, text=True, timeout=timeout)
         if result.returncode != 0:
             with open(log_file, "a") as log:
@@ -232,10 +233,14 @@ def start_kafka(
 
 
 def _kafka_cluster_id() -> str:
-    # A KRaft cluster id is a base64url-encoded UUID without padding.
-    import base64
+    """A KRaft cluster id: a base64url-encoded UUID without padding.
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    Like Kafka's own Uuid.randomUuid(), never one starting with "-": the storage tool would read it as an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _wait_for_kafka(process: subprocess.Popen[bytes], port: int, timeout: float, log_file: Path) -> None:

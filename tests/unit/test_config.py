@@ -78,3 +78,4 @@ def test_with_overrides_revalidates() -> None:
     assert changed.signals.allowed_lateness_seconds == 60 and config.signals.allowed_lateness_seconds == 3600
     with pytest.raises(ConfigError, match="signals.allowed_lateness_seconds"):
         with_overrides(config, ["signals.allowed_lateness_seconds=-1"])
+
