@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import base64
 
 from jobs.local_stack import _kafka_cluster_id
