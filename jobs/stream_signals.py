@@ -34,14 +34,7 @@ if __package__ in (None, ""):
 
 from jobs.config import AppConfig, ConfigError, add_config_arguments, config_from_args  # noqa: E402
 from jobs.delta_io import append_once, ensure_tables, upsert_signals, upsert_state  # noqa: E402
-from jobs.tables import (  # noqa: E402
-    PIPELINE_METRICS,
-    RAW_TICKS,
-    SIGNAL_STATE,
-    SIGNALS,
-    TICKS,
-    TICKS_QUARANTINE,
-)
+from jobs.tables import ALL_TABLES, PIPELINE_METRICS, RAW_TICKS, TICKS, TICKS_QUARANTINE  # noqa: E402
 from jobs.transforms.batch import (  # noqa: E402
     ACCEPT,
     CONFLICT,
@@ -153,8 +146,7 @@ class SignalBatchProcessor:
         self.spark = spark
         self.config = config
         self.checkpoint = checkpoint
-        self.paths = {spec.name: config.table_path(spec.name) for spec in
-                      (RAW_TICKS, TICKS, TICKS_QUARANTINE, SIGNALS, PIPELINE_METRICS, SIGNAL_STATE)}
+        self.paths = {spec.name: config.table_path(spec.name) for spec in ALL_TABLES}
         self._app_id: str | None = None
         self.totals = RunTotals()
 
