@@ -20,8 +20,8 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 
-from jobs.config import ConfigError, add_config_arguments, config_from_args, resolve_local_path
-from jobs.local_stack import ServiceError, free_port, start_kafka, stop_process
+from jobs.devstack.services import ServiceError, free_port, start_kafka, stop_process
+from jobs.pipeline.config import ConfigError, add_config_arguments, config_from_args, resolve_local_path
 from simulator.cli import execute, parse_args
 from simulator.engine import MemorySink
 from simulator.producer import ProducerError, ProducerSettings, ensure_topic
@@ -30,8 +30,21 @@ TARGET_RATIO = 0.8
 
 
 def simulator_args(count: int, bootstrap: str, topic: str, config_args: list[str]) -> list[str]:
-    return ["run", "--count", str(count), "--seed", "1", "--speed", "max", "--quiet",
-            "--bootstrap-servers", bootstrap, "--topic", topic, *config_args]
+    return [
+        "run",
+        "--count",
+        str(count),
+        "--seed",
+        "1",
+        "--speed",
+        "max",
+        "--quiet",
+        "--bootstrap-servers",
+        bootstrap,
+        "--topic",
+        topic,
+        *config_args,
+    ]
 
 
 def prebuilt_payloads(count: int, config_args: list[str]) -> list[tuple[bytes, bytes]]:
@@ -73,8 +86,10 @@ def measure(count: int, repeat: int, bootstrap: str, config_args: list[str]) -> 
         settings = ProducerSettings.from_config(config, bootstrap, f"bench-bare-{suffix}")
         bare_rates.append(bare_loop(settings, payloads))
         sim_rates.append(simulator_run(count, bootstrap, f"bench-sim-{suffix}", config_args))
-        print(f"  round {round_index + 1}: bare {bare_rates[-1]:,.0f} msg/s, simulator {sim_rates[-1]:,.0f} msg/s",
-              flush=True)
+        print(
+            f"  round {round_index + 1}: bare {bare_rates[-1]:,.0f} msg/s, simulator {sim_rates[-1]:,.0f} msg/s",
+            flush=True,
+        )
     return max(bare_rates), max(sim_rates)
 
 
@@ -94,13 +109,20 @@ def main(argv: list[str] | None = None) -> int:
         if bootstrap is None:
             state_dir = Path(tempfile.mkdtemp(prefix="bench-kafka-"))
             print(f"starting a Kafka broker (logs in {state_dir}) ...", flush=True)
-            handle = start_kafka(free_port(), free_port(), state_dir,
-                                 resolve_local_path(config.services.kafka_jars_dir),
-                                 config.services.start_timeout_seconds)
+            handle = start_kafka(
+                free_port(),
+                free_port(),
+                state_dir,
+                resolve_local_path(config.services.kafka_jars_dir),
+                config.services.start_timeout_seconds,
+            )
             bootstrap = handle.address
-        print(f"broker {bootstrap}, {args.count:,} messages per run, {args.repeat} rounds, "
-              f"linger_ms={config.simulator.linger_ms}, batch_size={config.simulator.batch_size}, "
-              f"compression={config.simulator.compression_type}", flush=True)
+        print(
+            f"broker {bootstrap}, {args.count:,} messages per run, {args.repeat} rounds, "
+            f"linger_ms={config.simulator.linger_ms}, batch_size={config.simulator.batch_size}, "
+            f"compression={config.simulator.compression_type}",
+            flush=True,
+        )
         bare, simulator = measure(args.count, args.repeat, bootstrap, config_args)
     except (ConfigError, ServiceError, ProducerError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -15,8 +15,8 @@ import sys
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
-from jobs.config import AppConfig, ConfigError, add_config_arguments, config_from_args
-from jobs.tables import ALL_TABLES
+from jobs.pipeline.config import AppConfig, ConfigError, add_config_arguments, config_from_args
+from jobs.pipeline.tables import ALL_TABLES
 
 TABLE_NAMES = [spec.name for spec in ALL_TABLES]
 # Below this, VACUUM could delete files a running reader or the stream still needs.
@@ -49,13 +49,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.maintenance", description=__doc__.split("\n\n")[0])
     common = argparse.ArgumentParser(add_help=False)
     add_config_arguments(common)
-    common.add_argument("--table", action="append", choices=TABLE_NAMES,
-                        help="table to maintain (repeatable; default: all)")
+    common.add_argument(
+        "--table", action="append", choices=TABLE_NAMES, help="table to maintain (repeatable; default: all)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("optimize", parents=[common], help="compact small files of each table")
     vacuum_parser = commands.add_parser("vacuum", parents=[common], help="delete files no version references")
-    vacuum_parser.add_argument("--retain-hours", type=int, default=MIN_RETAIN_HOURS,
-                               help=f"keep files needed by versions of the last N hours (>= {MIN_RETAIN_HOURS})")
+    vacuum_parser.add_argument(
+        "--retain-hours",
+        type=int,
+        default=MIN_RETAIN_HOURS,
+        help=f"keep files needed by versions of the last N hours (>= {MIN_RETAIN_HOURS})",
+    )
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
@@ -65,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "vacuum" and args.retain_hours < MIN_RETAIN_HOURS:
         print(f"error: --retain-hours must be at least {MIN_RETAIN_HOURS}", file=sys.stderr)
         return 2
-    from jobs.spark_session import build_spark
+    from jobs.pipeline.spark_session import build_spark
 
     spark = build_spark(config)
     try:

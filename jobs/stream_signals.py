@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -32,10 +32,10 @@ if __package__ in (None, ""):
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jobs.config import AppConfig, ConfigError, add_config_arguments, config_from_args  # noqa: E402
-from jobs.delta_io import append_once, ensure_tables, upsert_signals, upsert_state  # noqa: E402
-from jobs.tables import ALL_TABLES, PIPELINE_METRICS, RAW_TICKS, TICKS, TICKS_QUARANTINE  # noqa: E402
-from jobs.transforms.batch import (  # noqa: E402
+from jobs.pipeline.config import AppConfig, ConfigError, add_config_arguments, config_from_args  # noqa: E402
+from jobs.pipeline.delta_io import append_once, ensure_tables, upsert_signals, upsert_state  # noqa: E402
+from jobs.pipeline.tables import ALL_TABLES, PIPELINE_METRICS, RAW_TICKS, TICKS, TICKS_QUARANTINE  # noqa: E402
+from jobs.pipeline.transforms.batch import (  # noqa: E402
     ACCEPT,
     CONFLICT,
     DUPLICATE,
@@ -47,7 +47,7 @@ from jobs.transforms.batch import (  # noqa: E402
     recomputed_signals,
     signal_changes,
 )
-from jobs.transforms.parse import parse_records, quarantine_rows, valid_ticks  # noqa: E402
+from jobs.pipeline.transforms.parse import parse_records, quarantine_rows, valid_ticks  # noqa: E402
 
 log = logging.getLogger("stream_signals")
 
@@ -66,7 +66,7 @@ def kafka_options(config: AppConfig) -> dict[str, str]:
 
 
 def read_records(spark: SparkSession, config: AppConfig) -> DataFrame:
-    """The Kafka topic as a stream of records in the shape jobs.transforms.parse expects."""
+    """The Kafka topic as a stream of records in the shape jobs.pipeline.transforms.parse expects."""
     reader = spark.readStream.format("kafka").options(**kafka_options(config))
     reader = reader.option("subscribe", config.kafka.topic).option("startingOffsets", config.kafka.starting_offsets)
     if config.kafka.max_offsets_per_trigger:
@@ -167,7 +167,7 @@ class SignalBatchProcessor:
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
-        outcome = BatchOutcome(batch_id, datetime.now(timezone.utc))
+        outcome = BatchOutcome(batch_id, datetime.now(UTC))
         batch = batch.persist()
         try:
             outcome.records_read = batch.count()
@@ -180,13 +180,17 @@ class SignalBatchProcessor:
             metrics = self.spark.createDataFrame([outcome.as_row()], schema=PIPELINE_METRICS.schema)
             append_once(metrics, self.paths["pipeline_metrics"], PIPELINE_METRICS, self.app_id, batch_id)
         self.totals.add(outcome)
-        log.info(json.dumps({"event": "batch", **outcome.as_row(), "quarantined": outcome.quarantined},
-                            default=str))
+        log.info(json.dumps({"event": "batch", **outcome.as_row(), "quarantined": outcome.quarantined}, default=str))
 
     def _process(self, batch: DataFrame, batch_id: int, outcome: BatchOutcome) -> None:
         config = self.config
-        append_once(batch.withColumn("ingest_date", F.to_date("ingest_time")), self.paths["raw_ticks"],
-                    RAW_TICKS, self.app_id, batch_id)
+        append_once(
+            batch.withColumn("ingest_date", F.to_date("ingest_time")),
+            self.paths["raw_ticks"],
+            RAW_TICKS,
+            self.app_id,
+            batch_id,
+        )
 
         parsed = parse_records(batch, config.stream.max_message_bytes, config.stream.source_timezone)
         parsed = parsed.localCheckpoint(eager=True)
@@ -196,8 +200,9 @@ class SignalBatchProcessor:
         state = self._table("_signal_state").where(F.col("symbol").isin(symbols))
         watermarks = effective_watermarks(state, batch_id).localCheckpoint(eager=True)
 
-        classified = flag_too_late(classify_duplicates(candidates, stored_ticks), watermarks,
-                                   config.signals.allowed_lateness_seconds)
+        classified = flag_too_late(
+            classify_duplicates(candidates, stored_ticks), watermarks, config.signals.allowed_lateness_seconds
+        )
         outcome_column = (
             F.when(F.col("disposition") != ACCEPT, F.col("disposition"))
             .when(F.col("too_late"), F.lit("too_late"))
@@ -211,25 +216,26 @@ class SignalBatchProcessor:
                 "reject_reason": F.col("outcome"),
                 "reject_detail": F.when(
                     F.col("outcome") == CONFLICT,
-                    F.concat(F.lit("same symbol and event_time as "), F.col("duplicate_of"),
-                             F.lit(" with a different close or volume")),
+                    F.concat(
+                        F.lit("same symbol and event_time as "),
+                        F.col("duplicate_of"),
+                        F.lit(" with a different close or volume"),
+                    ),
                 ).otherwise(
-                    F.lit(f"older than the symbol's newest tick by more than "
-                          f"{config.signals.allowed_lateness_seconds} s")
+                    F.lit(
+                        f"older than the symbol's newest tick by more than {config.signals.allowed_lateness_seconds} s"
+                    )
                 ),
             }
         )
         rejects = parsed.where(F.col("reject_reason").isNotNull()).unionByName(
             late_or_conflicting.select(*parsed.columns)
         )
-        append_once(valid_ticks(accepted.select(*parsed.columns)), self.paths["ticks"], TICKS, self.app_id,
-                    batch_id)
-        append_once(quarantine_rows(rejects), self.paths["ticks_quarantine"], TICKS_QUARANTINE, self.app_id,
-                    batch_id)
+        append_once(valid_ticks(accepted.select(*parsed.columns)), self.paths["ticks"], TICKS, self.app_id, batch_id)
+        append_once(quarantine_rows(rejects), self.paths["ticks_quarantine"], TICKS_QUARANTINE, self.app_id, batch_id)
 
         counts = {row["outcome"]: row["count"] for row in classified.groupBy("outcome").count().collect()}
-        reasons = {row["reject_reason"]: row["count"]
-                   for row in rejects.groupBy("reject_reason").count().collect()}
+        reasons = {row["reject_reason"]: row["count"] for row in rejects.groupBy("reject_reason").count().collect()}
         outcome.ticks_written = counts.get(ACCEPT, 0)
         outcome.duplicates = counts.get(DUPLICATE, 0)
         outcome.quarantined_by_reason = dict(sorted(reasons.items()))
@@ -252,12 +258,16 @@ class SignalBatchProcessor:
 
     def _context(self, starts: DataFrame, watermarks: DataFrame) -> DataFrame:
         """Every stored tick of the affected symbols from their context start on (bounded per symbol)."""
-        bounds = starts.join(watermarks, on="symbol", how="left").select(
-            "symbol",
-            "recompute_from",
-            "context_start_time",
-            F.col("last_event_time").isNotNull().alias("seen_before"),
-        ).collect()
+        bounds = (
+            starts.join(watermarks, on="symbol", how="left")
+            .select(
+                "symbol",
+                "recompute_from",
+                "context_start_time",
+                F.col("last_event_time").isNotNull().alias("seen_before"),
+            )
+            .collect()
+        )
         # A known symbol without a context start has too little history to trim: read all of it.
         if any(row.seen_before and row.context_start_time is None for row in bounds):
             lower = None
@@ -276,8 +286,7 @@ class SignalBatchProcessor:
             .select("symbol", "event_time", "close", "volume")
         )
 
-    def _update_signals(self, accepted: DataFrame, watermarks: DataFrame, batch_id: int,
-                        outcome: BatchOutcome) -> None:
+    def _update_signals(self, accepted: DataFrame, watermarks: DataFrame, batch_id: int, outcome: BatchOutcome) -> None:
         config = self.config.signals
         starts = recompute_from(accepted).localCheckpoint(eager=True)
         context = self._context(starts, watermarks).localCheckpoint(eager=True)
@@ -288,8 +297,9 @@ class SignalBatchProcessor:
             .where(F.col("event_time") >= F.col("recompute_from"))
         )
         changes = signal_changes(recomputed, stored).localCheckpoint(eager=True)
-        new_state = next_state(context, watermarks, batch_id, config.allowed_lateness_seconds,
-                               config.sma_long).localCheckpoint(eager=True)
+        new_state = next_state(
+            context, watermarks, batch_id, config.allowed_lateness_seconds, config.sma_long
+        ).localCheckpoint(eager=True)
         upsert_signals(self.spark, self.paths["signals"], changes, batch_id)
         upsert_state(self.spark, self.paths["_signal_state"], new_state)
         totals = changes.agg(
@@ -320,7 +330,7 @@ class SignalBatchProcessor:
 def start_query(spark: SparkSession, config: AppConfig, once: bool) -> tuple[StreamingQuery, SignalBatchProcessor]:
     created = ensure_tables(spark, config)
     if created and config.stream.register_catalog:
-        from jobs.catalog import sync_catalog
+        from jobs.aws.glue import sync_catalog
 
         sync_catalog(config)
     checkpoint = config.checkpoint_path()
@@ -331,8 +341,8 @@ def start_query(spark: SparkSession, config: AppConfig, once: bool) -> tuple[Str
         .option("checkpointLocation", checkpoint)
         .foreachBatch(processor)
     )
-    writer = writer.trigger(availableNow=True) if once else writer.trigger(
-        processingTime=config.stream.trigger_interval
+    writer = (
+        writer.trigger(availableNow=True) if once else writer.trigger(processingTime=config.stream.trigger_interval)
     )
     return writer.start(), processor
 
@@ -387,10 +397,18 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     add_config_arguments(parser)
-    parser.add_argument("--once", action="store_true",
-                        help="process everything available in the topic, then stop (trigger availableNow)")
-    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                        help="stop after this many seconds (default: run until stopped)")
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="process everything available in the topic, then stop (trigger availableNow)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop after this many seconds (default: run until stopped)",
+    )
     return parser
 
 
@@ -402,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from jobs.spark_session import build_spark
+    from jobs.pipeline.spark_session import build_spark
 
     spark = build_spark(config)
     try:

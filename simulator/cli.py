@@ -8,14 +8,14 @@ import math
 import re
 import sys
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
-from jobs.config import AppConfig, ConfigError, add_config_arguments, config_from_args
+from jobs.pipeline.config import AppConfig, ConfigError, add_config_arguments, config_from_args
 from simulator.engine import MemorySink, Sink, StreamOptions, stop_on_signals, stream_ticks
 from simulator.faults import FaultInjector, FaultRates
 from simulator.market import Market, MarketSpec, build_symbol_specs, symbol_names
@@ -97,8 +97,10 @@ def parse_symbols(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     bad = [name for name in names if not SYMBOL_PATTERN.match(name)]
     if not names or bad:
-        raise UsageError(f"--symbols {text!r}: give a count or a comma-separated list of 1-16 characters "
-                         f"of [A-Z0-9._-] (bad: {', '.join(bad) or 'empty list'})")
+        raise UsageError(
+            f"--symbols {text!r}: give a count or a comma-separated list of 1-16 characters "
+            f"of [A-Z0-9._-] (bad: {', '.join(bad) or 'empty list'})"
+        )
     if len(set(names)) != len(names):
         raise UsageError(f"--symbols {text!r}: a symbol is listed twice")
     return names
@@ -110,7 +112,7 @@ def parse_start(text: str | None, seeded: bool, zone: ZoneInfo) -> int:
         if text is None and seeded:
             text = SEEDED_DEFAULT_START
         else:
-            return int(datetime.now(timezone.utc).timestamp()) * 1000
+            return int(datetime.now(UTC).timestamp()) * 1000
     try:
         return parse_iso_time(text)
     except ValueError:
@@ -127,34 +129,73 @@ def parse_start(text: str | None, seeded: bool, zone: ZoneInfo) -> int:
 def _common_options(config_parent: argparse.ArgumentParser) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False, parents=[config_parent])
     kafka = common.add_argument_group("Kafka")
-    kafka.add_argument("--bootstrap-servers", help="broker list host:port[,host:port] (default kafka.bootstrap_servers)")
+    kafka.add_argument(
+        "--bootstrap-servers", help="broker list host:port[,host:port] (default kafka.bootstrap_servers)"
+    )
     kafka.add_argument("--topic", help="target topic, created when absent (default kafka.topic)")
-    kafka.add_argument("--dry-run", action="store_true",
-                       help="generate and count everything but send nothing (no broker needed)")
+    kafka.add_argument(
+        "--dry-run", action="store_true", help="generate and count everything but send nothing (no broker needed)"
+    )
     out = common.add_argument_group("output")
-    out.add_argument("--seed", type=int, help="seed of every random choice (default simulator.seed; "
-                     "none: a fresh one, printed in the summary); same seed + arguments = same bytes")
-    out.add_argument("--speed", type=speed, metavar="X|max",
-                     help="simulated seconds per wall second; 'max' sends as fast as possible")
+    out.add_argument(
+        "--seed",
+        type=int,
+        help="seed of every random choice (default simulator.seed; "
+        "none: a fresh one, printed in the summary); same seed + arguments = same bytes",
+    )
+    out.add_argument(
+        "--speed",
+        type=speed,
+        metavar="X|max",
+        help="simulated seconds per wall second; 'max' sends as fast as possible",
+    )
     out.add_argument("--quiet", action="store_true", help="no progress bar or rate lines")
     out.add_argument("--summary-json", type=Path, metavar="PATH", help="also write the summary as JSON to PATH")
     faults = common.add_argument_group("fault injection (seeded; extra records, except --out-of-order)")
-    faults.add_argument("--duplicates", type=probability, default=0.0, metavar="P",
-                        help="probability that a tick is re-sent identically right after itself")
-    faults.add_argument("--conflicts", type=probability, default=0.0, metavar="P",
-                        help="probability of an extra record with the same symbol and time but another price")
-    faults.add_argument("--out-of-order", type=probability, default=0.0, metavar="P",
-                        help="probability that a tick is held back up to --max-delay simulated seconds "
-                             "(counted when a later tick of its symbol overtook it)")
-    faults.add_argument("--max-delay", type=positive_float, metavar="S",
-                        help="out-of-order delay bound in simulated seconds, below signals.allowed_lateness_seconds "
-                             "(default simulator.max_delay_seconds)")
-    faults.add_argument("--too-late", type=probability, default=0.0, metavar="P",
-                        help="probability of an extra tick older than its symbol's latest by the allowed lateness "
-                             "plus one hour")
-    faults.add_argument("--malformed", type=probability, default=0.0, metavar="P",
-                        help="probability of an extra invalid record, one of: not_json, missing_field, bad_type, "
-                             "non_positive_price, non_finite, unknown_version, oversized")
+    faults.add_argument(
+        "--duplicates",
+        type=probability,
+        default=0.0,
+        metavar="P",
+        help="probability that a tick is re-sent identically right after itself",
+    )
+    faults.add_argument(
+        "--conflicts",
+        type=probability,
+        default=0.0,
+        metavar="P",
+        help="probability of an extra record with the same symbol and time but another price",
+    )
+    faults.add_argument(
+        "--out-of-order",
+        type=probability,
+        default=0.0,
+        metavar="P",
+        help="probability that a tick is held back up to --max-delay simulated seconds "
+        "(counted when a later tick of its symbol overtook it)",
+    )
+    faults.add_argument(
+        "--max-delay",
+        type=positive_float,
+        metavar="S",
+        help="out-of-order delay bound in simulated seconds, below signals.allowed_lateness_seconds "
+        "(default simulator.max_delay_seconds)",
+    )
+    faults.add_argument(
+        "--too-late",
+        type=probability,
+        default=0.0,
+        metavar="P",
+        help="probability of an extra tick older than its symbol's latest by the allowed lateness plus one hour",
+    )
+    faults.add_argument(
+        "--malformed",
+        type=probability,
+        default=0.0,
+        metavar="P",
+        help="probability of an extra invalid record, one of: not_json, missing_field, bad_type, "
+        "non_positive_price, non_finite, unknown_version, oversized",
+    )
     return common
 
 
@@ -165,34 +206,53 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m simulator",
         description="Market tick simulator: a seeded synthetic live feed (run) or a CSV replay (replay) into Kafka. "
-                    "Message formats: DESIGN.md. Exit code 0 when every record was delivered, 1 when any failed, "
-                    "2 for bad input.",
+        "Message formats: DESIGN.md. Exit code 0 when every record was delivered, 1 when any failed, "
+        "2 for bad input.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{run,replay}")
     run = commands.add_parser(
-        "run", parents=[common], help="synthetic live feed (GBM prices, U-shaped heavy-tailed volumes)",
+        "run",
+        parents=[common],
+        help="synthetic live feed (GBM prices, U-shaped heavy-tailed volumes)",
         description="Synthetic live feed: per-symbol geometric Brownian motion rounded to 0.01, Pareto volumes "
-                    "with an intraday U shape. Unbounded unless --count or --duration; Ctrl-C or SIGTERM "
-                    "flushes and prints the summary.",
+        "with an intraday U shape. Unbounded unless --count or --duration; Ctrl-C or SIGTERM "
+        "flushes and prints the summary.",
     )
     run.add_argument("--symbols", help="a count (120 = SYM001..SYM120) or a list AAPL,MSFT (default simulator.symbols)")
     pace = run.add_mutually_exclusive_group()
-    pace.add_argument("--interval", type=positive_float, metavar="S",
-                      help="simulated seconds between two ticks of one symbol (default simulator.interval_seconds)")
-    pace.add_argument("--rate", type=positive_float, metavar="R",
-                      help="ticks per simulated second in total (sets the interval to symbols / R)")
-    run.add_argument("--start", help="simulated start, ISO-8601 (naive = stream.source_timezone) or 'now'; "
-                                     f"default now, or {SEEDED_DEFAULT_START} source time with a seed")
+    pace.add_argument(
+        "--interval",
+        type=positive_float,
+        metavar="S",
+        help="simulated seconds between two ticks of one symbol (default simulator.interval_seconds)",
+    )
+    pace.add_argument(
+        "--rate",
+        type=positive_float,
+        metavar="R",
+        help="ticks per simulated second in total (sets the interval to symbols / R)",
+    )
+    run.add_argument(
+        "--start",
+        help="simulated start, ISO-8601 (naive = stream.source_timezone) or 'now'; "
+        f"default now, or {SEEDED_DEFAULT_START} source time with a seed",
+    )
     run.add_argument("--count", type=positive_int, help="stop after this many clean ticks")
-    run.add_argument("--duration", type=duration_seconds, metavar="D",
-                     help="stop after this much simulated time (90, 90s, 15m, 6h, 2d)")
+    run.add_argument(
+        "--duration",
+        type=duration_seconds,
+        metavar="D",
+        help="stop after this much simulated time (90, 90s, 15m, 6h, 2d)",
+    )
     run.add_argument("--format", choices=FORMATS, default="v1", help="message format (default v1)")
     replay = commands.add_parser(
-        "replay", parents=[common], help="replay a CSV (legacy or v1 columns) in time order",
+        "replay",
+        parents=[common],
+        help="replay a CSV (legacy or v1 columns) in time order",
         description="Replay a CSV in time order: legacy columns Date-Time,symbol,Close,Volume (extra columns "
-                    "ignored; Date-Time in stream.source_timezone) or v1 columns symbol,ts,close,volume. The whole "
-                    "file is validated first: a bad row stops the replay before anything is sent. "
-                    "Default speed: max; with --speed X the gaps between timestamps are divided by X.",
+        "ignored; Date-Time in stream.source_timezone) or v1 columns symbol,ts,close,volume. The whole "
+        "file is validated first: a bad row stops the replay before anything is sent. "
+        "Default speed: max; with --speed X the gaps between timestamps are divided by X.",
     )
     replay.add_argument("--csv", required=True, type=Path, metavar="FILE", help="the CSV file to replay")
     replay.add_argument("--format", choices=FORMATS, help="emitted format (default: the format of the input)")
@@ -223,13 +283,18 @@ def _generators(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
     return market, market.spawn(1)[0]
 
 
-def _fault_injector(args: argparse.Namespace, config: AppConfig, rng: np.random.Generator,
-                    encoder: Encoder) -> FaultInjector | None:
+def _fault_injector(
+    args: argparse.Namespace, config: AppConfig, rng: np.random.Generator, encoder: Encoder
+) -> FaultInjector | None:
     max_delay = args.max_delay if args.max_delay is not None else config.simulator.max_delay_seconds
     try:
         rates = FaultRates(
-            duplicates=args.duplicates, conflicts=args.conflicts, out_of_order=args.out_of_order,
-            too_late=args.too_late, malformed=args.malformed, max_delay_ms=int(max_delay * 1000),
+            duplicates=args.duplicates,
+            conflicts=args.conflicts,
+            out_of_order=args.out_of_order,
+            too_late=args.too_late,
+            malformed=args.malformed,
+            max_delay_ms=int(max_delay * 1000),
             lateness_ms=config.signals.allowed_lateness_seconds * 1000,
             max_message_bytes=config.stream.max_message_bytes,
         )
@@ -238,8 +303,9 @@ def _fault_injector(args: argparse.Namespace, config: AppConfig, rng: np.random.
     return FaultInjector(rates, rng, encoder) if rates.active else None
 
 
-def market_from_args(args: argparse.Namespace, config: AppConfig, seed: int, zone: ZoneInfo,
-                     rng: np.random.Generator) -> Market:
+def market_from_args(
+    args: argparse.Namespace, config: AppConfig, seed: int, zone: ZoneInfo, rng: np.random.Generator
+) -> Market:
     sim = config.simulator
     names = parse_symbols(args.symbols) if args.symbols else symbol_names(sim.symbols)
     if args.rate is not None:
@@ -247,8 +313,10 @@ def market_from_args(args: argparse.Namespace, config: AppConfig, seed: int, zon
     else:
         interval_ms = round((args.interval or sim.interval_seconds) * 1000)
     if interval_ms < 1:
-        raise UsageError(f"--rate {args.rate} with {len(names)} symbols puts ticks of one symbol less than 1 ms "
-                         "apart; lower the rate or add symbols")
+        raise UsageError(
+            f"--rate {args.rate} with {len(names)} symbols puts ticks of one symbol less than 1 ms "
+            "apart; lower the rate or add symbols"
+        )
     overrides = {name: params.model_dump() for name, params in sim.symbol_params.items()}
     spec = MarketSpec(
         symbols=build_symbol_specs(names, sim.drift, sim.volatility, sim.start_price, sim.volume_mean, overrides),
@@ -265,8 +333,11 @@ def market_from_args(args: argparse.Namespace, config: AppConfig, seed: int, zon
 def _run_bounds(args: argparse.Namespace, market: Market) -> tuple[int | None, int | None]:
     """(end of simulated time in ms, number of ticks) of a bounded run; None where unbounded."""
     end_ms = market.spec.start_ms + round(args.duration * 1000) if args.duration is not None else None
-    limits = [limit for limit in (args.count, market.ticks_before(end_ms) if end_ms is not None else None)
-              if limit is not None]
+    limits = [
+        limit
+        for limit in (args.count, market.ticks_before(end_ms) if end_ms is not None else None)
+        if limit is not None
+    ]
     return end_ms, (min(limits) if limits else None)
 
 
@@ -288,8 +359,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, AppConfig]:
     return args, config_from_args(args)
 
 
-def execute(args: argparse.Namespace, config: AppConfig, stop: threading.Event | None = None,
-            sink: Sink | None = None) -> dict[str, Any]:
+def execute(
+    args: argparse.Namespace, config: AppConfig, stop: threading.Event | None = None, sink: Sink | None = None
+) -> dict[str, Any]:
     """Run one command; returns the summary. Raises UsageError, CsvError or ProducerError.
 
     `sink` replaces Kafka (tests of the pure pipeline, benchmarks); by default --dry-run or a producer.
@@ -313,8 +385,9 @@ def execute(args: argparse.Namespace, config: AppConfig, stop: threading.Event |
     encoder = Encoder(message_format, zone)
     injector = _fault_injector(args, config, fault_rng, encoder)
     sink = sink if sink is not None else _open_sink(args, config)
-    options = StreamOptions(speed=None if pace is None or math.isinf(pace) else pace, total_ticks=total,
-                            quiet=args.quiet)
+    options = StreamOptions(
+        speed=None if pace is None or math.isinf(pace) else pace, total_ticks=total, quiet=args.quiet
+    )
     stop = stop or threading.Event()
     try:
         with stop_on_signals(stop):
@@ -324,9 +397,14 @@ def execute(args: argparse.Namespace, config: AppConfig, stop: threading.Event |
             sink.close()
     topic = args.topic or config.kafka.topic
     kafka = isinstance(sink, TickProducer)
-    return {"command": args.command, "topic": topic if kafka else None,
-            "idempotent_producer": sink.idempotent if kafka else None, "format": message_format,
-            "seed": seed, **result}
+    return {
+        "command": args.command,
+        "topic": topic if kafka else None,
+        "idempotent_producer": sink.idempotent if kafka else None,
+        "format": message_format,
+        "seed": seed,
+        **result,
+    }
 
 
 def _print_summary(result: dict[str, Any]) -> None:
@@ -338,8 +416,10 @@ def _print_summary(result: dict[str, Any]) -> None:
         f"{result['rate_per_second']:,.0f} records/s in {result['elapsed_seconds']:.1f} s (seed {result['seed']})"
     )
     if any(faults[k] for k in ("duplicates", "conflicts", "out_of_order", "too_late")) or malformed != "0":
-        print(f"  faults: duplicates {faults['duplicates']}, conflicts {faults['conflicts']}, out_of_order "
-              f"{faults['out_of_order']}, too_late {faults['too_late']}, malformed: {malformed}")
+        print(
+            f"  faults: duplicates {faults['duplicates']}, conflicts {faults['conflicts']}, out_of_order "
+            f"{faults['out_of_order']}, too_late {faults['too_late']}, malformed: {malformed}"
+        )
     if result["first_event_time"]:
         print(f"  event time {result['first_event_time']} .. {result['last_event_time']}")
     for error in result["errors"]:

@@ -119,8 +119,11 @@ class Progress:
         if now - self._last_line >= RATE_LINE_SECONDS:
             rate = (done - self._last_count) / (now - self._last_line)
             at = utc_iso(last_ts) if last_ts is not None else "-"
-            print(f"ticks {done:,}  {rate:,.0f}/s  sent {sink.sent:,}  failed {sink.failed:,}  simulated {at}",
-                  file=self.options.progress_stream, flush=True)
+            print(
+                f"ticks {done:,}  {rate:,.0f}/s  sent {sink.sent:,}  failed {sink.failed:,}  simulated {at}",
+                file=self.options.progress_stream,
+                flush=True,
+            )
             self._last_line, self._last_count = now, done
 
     def close(self) -> None:
@@ -192,10 +195,11 @@ def stream_ticks(
     return summary(sink, counts, elapsed, first_ts, last_ts, stop.is_set())
 
 
-def summary(sink: Sink, counts: dict[str, int], elapsed: float, first_ts: int | None, last_ts: int | None,
-            stopped: bool) -> dict[str, Any]:
+def summary(
+    sink: Sink, counts: dict[str, int], elapsed: float, first_ts: int | None, last_ts: int | None, stopped: bool
+) -> dict[str, Any]:
     malformed = {kind: counts[kind] for kind in MALFORMED_KINDS}
-    # Keyed by the streaming job's reject reasons (jobs.tables.REJECT_REASONS).
+    # Keyed by the streaming job's reject reasons (jobs.pipeline.tables.REJECT_REASONS).
     quarantined = {"conflicting_duplicate": counts["conflicts"], "too_late": counts["too_late"], **malformed}
     return {
         "messages": sink.attempted,

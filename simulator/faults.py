@@ -59,8 +59,14 @@ class FaultRates:
 
 
 def empty_counts() -> dict[str, int]:
-    return {"clean": 0, "duplicates": 0, "conflicts": 0, "out_of_order": 0, "too_late": 0,
-            **{kind: 0 for kind in MALFORMED_KINDS}}
+    return {
+        "clean": 0,
+        "duplicates": 0,
+        "conflicts": 0,
+        "out_of_order": 0,
+        "too_late": 0,
+        **{kind: 0 for kind in MALFORMED_KINDS},
+    }
 
 
 @dataclass(order=True)
@@ -113,8 +119,13 @@ class FaultInjector:
             self.counts["clean"] += 1
             records = [(key, value)]
             # Fixed draw order per tick keeps the sequence reproducible.
-            hold, dup, conflict, late, bad = u() < rates.out_of_order, u() < rates.duplicates, \
-                u() < rates.conflicts, u() < rates.too_late, u() < rates.malformed
+            hold, dup, conflict, late, bad = (
+                u() < rates.out_of_order,
+                u() < rates.duplicates,
+                u() < rates.conflicts,
+                u() < rates.too_late,
+                u() < rates.malformed,
+            )
             if dup:
                 records.append((key, value))
                 self.counts["duplicates"] += 1
@@ -179,8 +190,13 @@ class FaultInjector:
         elif kind == "unknown_version":
             fields = {"v": 2, **{name: value for name, value in self.encoder.fields(tick).items() if name != "v"}}
             if "ts" not in fields:  # legacy fields become a well-formed v2 record: only the version is wrong
-                fields = {"v": 2, "symbol": tick.symbol, "ts": Encoder("v1", self.encoder.zone).fields(tick)["ts"],
-                          "close": tick.close, "volume": tick.volume}
+                fields = {
+                    "v": 2,
+                    "symbol": tick.symbol,
+                    "ts": Encoder("v1", self.encoder.zone).fields(tick)["ts"],
+                    "close": tick.close,
+                    "volume": tick.volume,
+                }
         elif kind == "oversized":
             base = dump(fields)
             fields["padding"] = "x" * (self.rates.max_message_bytes - len(base) + 1 + int(self._uniform.next() * 64))

@@ -69,9 +69,10 @@ class TickBatch:
     def __len__(self) -> int:
         return len(self.symbols)
 
-    def slice(self, start: int, stop: int) -> "TickBatch":
-        return TickBatch(self.symbols[start:stop], self.ts_ms[start:stop], self.close[start:stop],
-                         self.volume[start:stop])
+    def slice(self, start: int, stop: int) -> TickBatch:
+        return TickBatch(
+            self.symbols[start:stop], self.ts_ms[start:stop], self.close[start:stop], self.volume[start:stop]
+        )
 
 
 def symbol_names(count: int) -> list[str]:
@@ -167,11 +168,13 @@ def build_symbol_specs(
     specs = []
     for name in names:
         own = {key: value for key, value in overrides.get(name, {}).items() if value is not None}
-        specs.append(SymbolSpec(
-            symbol=name,
-            drift=float(own.get("drift", drift)),
-            volatility=float(own.get("volatility", volatility)),
-            start_price=own.get("start_price", start_price),
-            volume_mean=float(own.get("volume_mean", volume_mean)),
-        ))
+        specs.append(
+            SymbolSpec(
+                symbol=name,
+                drift=float(own.get("drift", drift)),
+                volatility=float(own.get("volatility", volatility)),
+                start_price=own.get("start_price", start_price),
+                volume_mean=float(own.get("volume_mean", volume_mean)),
+            )
+        )
     return tuple(specs)

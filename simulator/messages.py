@@ -11,7 +11,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -86,10 +86,19 @@ class Encoder:
         """One tick as an ordered dict of JSON fields (for building variants of a message)."""
         stamp = np.array([tick.ts_ms], dtype=np.int64)
         if self.format == "v1":
-            return {"v": 1, "symbol": tick.symbol, "ts": format_v1_ts(stamp)[0] + "Z",
-                    "close": tick.close, "volume": tick.volume}
-        return {"symbol": tick.symbol, "Date-Time": format_legacy_ts(stamp, self.zone)[0],
-                "Close": tick.close, "Volume": tick.volume}
+            return {
+                "v": 1,
+                "symbol": tick.symbol,
+                "ts": format_v1_ts(stamp)[0] + "Z",
+                "close": tick.close,
+                "volume": tick.volume,
+            }
+        return {
+            "symbol": tick.symbol,
+            "Date-Time": format_legacy_ts(stamp, self.zone)[0],
+            "Close": tick.close,
+            "Volume": tick.volume,
+        }
 
     def encode(self, tick: Tick) -> bytes:
         return dump(self.fields(tick))
@@ -142,8 +151,9 @@ def decode(value: bytes, zone: ZoneInfo) -> Tick:
                 raise DecodeError(f"unknown version {record['v']!r}")
             tick = Tick(record["symbol"], parse_iso_time(record["ts"]), record["close"], record["volume"])
         else:
-            tick = Tick(record["symbol"], parse_legacy_time(record["Date-Time"], zone), record["Close"],
-                        record["Volume"])
+            tick = Tick(
+                record["symbol"], parse_legacy_time(record["Date-Time"], zone), record["Close"], record["Volume"]
+            )
     except KeyError as exc:
         raise DecodeError(f"missing field {exc}") from None
     except (TypeError, ValueError, AttributeError) as exc:
@@ -160,4 +170,4 @@ def decode(value: bytes, zone: ZoneInfo) -> Tick:
 
 
 def utc_iso(ts_ms: int) -> str:
-    return datetime.fromtimestamp(ts_ms / 1000, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

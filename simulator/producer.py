@@ -10,7 +10,7 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
-from jobs.config import AppConfig
+from jobs.pipeline.config import AppConfig
 
 MAX_ERROR_SAMPLES = 5
 
@@ -35,8 +35,9 @@ class ProducerSettings:
     sasl_mechanism: str | None = None
 
     @classmethod
-    def from_config(cls, config: AppConfig, bootstrap_servers: str | None = None,
-                    topic: str | None = None) -> "ProducerSettings":
+    def from_config(
+        cls, config: AppConfig, bootstrap_servers: str | None = None, topic: str | None = None
+    ) -> ProducerSettings:
         kafka, sim = config.kafka, config.simulator
         return cls(
             bootstrap_servers=bootstrap_servers or kafka.bootstrap_servers,
@@ -102,8 +103,12 @@ def ensure_topic(settings: ProducerSettings) -> bool:
         if settings.topic in admin.list_topics():
             return False
         admin.create_topics(
-            {settings.topic: {"num_partitions": settings.partitions,
-                              "replication_factor": settings.replication_factor}},
+            {
+                settings.topic: {
+                    "num_partitions": settings.partitions,
+                    "replication_factor": settings.replication_factor,
+                }
+            },
             timeout_ms=settings.connect_timeout_ms,
             wait_for_metadata=True,
         )
@@ -113,8 +118,10 @@ def ensure_topic(settings: ProducerSettings) -> bool:
     except KafkaTimeoutError as exc:
         raise _unreachable(settings, exc) from None
     except KafkaError as exc:
-        raise ProducerError(f"cannot create topic {settings.topic!r} ({settings.partitions} partitions, "
-                            f"replication {settings.replication_factor}): {type(exc).__name__}: {exc}") from None
+        raise ProducerError(
+            f"cannot create topic {settings.topic!r} ({settings.partitions} partitions, "
+            f"replication {settings.replication_factor}): {type(exc).__name__}: {exc}"
+        ) from None
     finally:
         admin.close()
 
@@ -145,8 +152,10 @@ class TickProducer:
             except KafkaTimeoutError as exc:
                 self.attempted += index + 1
                 self.failed += 1
-                raise ProducerError(f"Kafka stopped accepting records ({exc}); "
-                                    f"is the broker at {self.settings.bootstrap_servers} still up?") from None
+                raise ProducerError(
+                    f"Kafka stopped accepting records ({exc}); "
+                    f"is the broker at {self.settings.bootstrap_servers} still up?"
+                ) from None
             except KafkaError as exc:
                 self._record_error(exc)
                 self.failed += 1

@@ -39,8 +39,12 @@ def _detect_format(header: list[str], path: Path) -> tuple[MessageFormat, tuple[
     for message_format, columns in (("legacy", LEGACY_COLUMNS), ("v1", V1_COLUMNS)):
         if all(column in names for column in columns):
             return message_format, tuple(names.index(column) for column in columns)  # type: ignore[return-value]
-    raise CsvError(path, 1, f"header {','.join(names)!r} has neither the legacy columns "
-                            f"({','.join(LEGACY_COLUMNS)}) nor the v1 columns ({','.join(V1_COLUMNS)})")
+    raise CsvError(
+        path,
+        1,
+        f"header {','.join(names)!r} has neither the legacy columns "
+        f"({','.join(LEGACY_COLUMNS)}) nor the v1 columns ({','.join(V1_COLUMNS)})",
+    )
 
 
 def _parse_close(text: str) -> float:
@@ -115,8 +119,12 @@ def read_csv(path: str | Path, zone: ZoneInfo) -> CsvTicks:
         raise CsvError(path, None, "no data rows after the header")
     ts = np.array(stamps, dtype=np.int64)
     order = np.argsort(ts, kind="stable")
-    batch = TickBatch([symbols[i] for i in order.tolist()], ts[order], np.array(closes)[order],
-                      np.array(volumes, dtype=np.int64)[order])
+    batch = TickBatch(
+        [symbols[i] for i in order.tolist()],
+        ts[order],
+        np.array(closes)[order],
+        np.array(volumes, dtype=np.int64)[order],
+    )
     return CsvTicks(message_format, batch)
 
 

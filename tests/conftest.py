@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from jobs.config import AppConfig, load_config, with_overrides
-from jobs.local_stack import ServiceHandle, free_port, start_kafka, start_moto, stop_process
-from jobs.spark_session import build_spark
+from jobs.devstack.services import ServiceHandle, free_port, start_kafka, start_moto, stop_process
+from jobs.pipeline.config import AppConfig, load_config, with_overrides
+from jobs.pipeline.spark_session import build_spark
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_CSV = REPO_ROOT.parent / "shared" / "reference" / "athena_signal_output.csv"

@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from jobs.config import load_config
-from jobs.demo import LATEST_SQL
-from jobs.query import run_query
+from jobs.devstack.demo import LATEST_SQL
+from jobs.lake.query import run_query
+from jobs.pipeline.config import load_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -42,9 +42,25 @@ def _assert_same_signals(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
     data_dir = tmp_path_factory.mktemp("demo")
-    command = [sys.executable, "-m", "jobs.demo", "--config", str(REPO_ROOT / "conf" / "local.yaml"),
-               "--duration", "20", "--ticks-per-symbol", "30", "--kafka-port", "0", "--data-dir", str(data_dir),
-               "--set", "spark.driver_memory=1g", "--set", "spark.shuffle_partitions=2"]
+    command = [
+        sys.executable,
+        "-m",
+        "jobs.demo",
+        "--config",
+        str(REPO_ROOT / "conf" / "local.yaml"),
+        "--duration",
+        "20",
+        "--ticks-per-symbol",
+        "30",
+        "--kafka-port",
+        "0",
+        "--data-dir",
+        str(data_dir),
+        "--set",
+        "spark.driver_memory=1g",
+        "--set",
+        "spark.shuffle_partitions=2",
+    ]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=480)
     assert result.returncode == 0, f"demo failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return result, data_dir
@@ -60,18 +76,22 @@ def test_demo_prints_latest_signals_equal_to_the_local_view(demo) -> None:
     assert summary["progress"]["batches"] >= 1 and summary["progress"]["signals_emitted"] > 0
     assert "ticks/s" in out  # live progress lines
 
-    config = load_config(REPO_ROOT / "conf" / "local.yaml",
-                         [f"storage.root={data_dir / 'delta'}", f"storage.checkpoint_root={data_dir / 'checkpoints'}"],
-                         environ={})
+    config = load_config(
+        REPO_ROOT / "conf" / "local.yaml",
+        [f"storage.root={data_dir / 'delta'}", f"storage.checkpoint_root={data_dir / 'checkpoints'}"],
+        environ={},
+    )
     printed = pd.read_csv(summary["latest_signals_csv"])
     assert len(printed) == summary["latest_signals_rows"] > 0
     _assert_same_signals(printed, run_query(config, LATEST_SQL))
     printed_rows = [line.split() for line in out.splitlines() if line.strip().startswith("SYM")]
     assert [row[0] for row in printed_rows] == list(printed["symbol"])
-    assert [row[-1] if row[-1] in {"Buy", "Sell", "Hold"} else row[-2] for row in printed_rows] == list(printed["signal"])
+    assert [row[-1] if row[-1] in {"Buy", "Sell", "Hold"} else row[-2] for row in printed_rows] == list(
+        printed["signal"]
+    )
 
     # The stream's signals table is the view over its ticks (the demo's late ticks included).
-    from jobs.catalog import open_delta_table
+    from jobs.lake.delta_log import open_delta_table
 
     signals = open_delta_table(config, "signals").to_pyarrow_table().to_pandas()
     assert len(signals) > 0
@@ -88,7 +108,9 @@ def test_demo_prints_quarantine_counts_by_reason(demo) -> None:
         assert reason in out
     injected = summary["simulator"]["expected"]
     read, sent = summary["progress"]["records_read"], summary["simulator"]["sent"]
-    assert read == summary["progress"]["ticks"] + sum(summary["quarantine"].values()) + summary["progress"]["duplicates"]
+    assert (
+        read == summary["progress"]["ticks"] + sum(summary["quarantine"].values()) + summary["progress"]["duplicates"]
+    )
     if read == sent:  # the job caught up: every injected fault is accounted for
         observed = summary["quarantine"]
         assert observed == {reason: count for reason, count in injected["quarantined_by_reason"].items() if count}

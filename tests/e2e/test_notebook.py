@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import nbformat
@@ -15,7 +15,7 @@ from jobs.stream_signals import run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO_ROOT / "notebooks" / "signals.ipynb"
-T0 = datetime(2026, 11, 24, 9, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 24, 9, 0, 0, tzinfo=UTC)
 
 
 def _records(symbols: int = 3, steps: int = 45) -> list[tuple[str | None, str]]:
@@ -27,12 +27,10 @@ def _records(symbols: int = 3, steps: int = 45) -> list[tuple[str | None, str]]:
             ts = (T0 + timedelta(seconds=30 * step)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
             close = round(100 + 10 * math.sin(step / (4 + index)) + index, 2)
             volume = 1000 + (step * 37 + index * 11) % 500
-            records.append((symbol, json.dumps({"v": 1, "symbol": symbol, "ts": ts, "close": close,
-                                                "volume": volume})))
+            records.append((symbol, json.dumps({"v": 1, "symbol": symbol, "ts": ts, "close": close, "volume": volume})))
     records += [
         ("SYM001", "not json at all"),
-        ("SYM002", json.dumps({"v": 1, "symbol": "SYM002", "ts": "2026-11-24T09:00:00Z", "close": -1.0,
-                               "volume": 10})),
+        ("SYM002", json.dumps({"v": 1, "symbol": "SYM002", "ts": "2026-11-24T09:00:00Z", "close": -1.0, "volume": 10})),
         (None, json.dumps({"v": 1, "symbol": "SYM003", "close": 1.0, "volume": 10})),
     ]
     return records
@@ -63,8 +61,9 @@ def test_notebook_executes_against_the_job_tables(
     monkeypatch.delenv("MARKET_SIGNALS_SYMBOL", raising=False)
 
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    client = NotebookClient(notebook, kernel_name="python3", timeout=300,
-                            resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    client = NotebookClient(
+        notebook, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    )
     client.execute()  # raises CellExecutionError, with the cell and its traceback, on any error
 
     code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]

@@ -8,17 +8,17 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from chispa import assert_approx_df_equality
 from pyspark.sql import functions as F
 
+from jobs.pipeline.transforms.signals import SIGNAL_COLUMNS, compute_signals
 from jobs.stream_signals import run
-from jobs.transforms.signals import SIGNAL_COLUMNS, compute_signals
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-T0 = datetime(2026, 11, 24, 9, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 24, 9, 0, 0, tzinfo=UTC)
 
 
 def _ticks(first_step: int, steps: int, symbols: int = 10) -> list[tuple[str, str]]:
@@ -27,8 +27,13 @@ def _ticks(first_step: int, steps: int, symbols: int = 10) -> list[tuple[str, st
         for index in range(symbols):
             symbol = f"SYM{index + 1:03d}"
             ts = (T0 + timedelta(seconds=30 * step)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-            body = {"v": 1, "symbol": symbol, "ts": ts, "close": 50 + (step * 7 + index) % 13 + step / 100,
-                    "volume": 100 + (step * 11 + index) % 17}
+            body = {
+                "v": 1,
+                "symbol": symbol,
+                "ts": ts,
+                "close": 50 + (step * 7 + index) % 13 + step / 100,
+                "volume": 100 + (step * 11 + index) % 17,
+            }
             records.append((symbol, json.dumps(body)))
     return records
 
@@ -49,9 +54,17 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
     ]
     config = make_config(*overrides)
     produce(topic, _ticks(0, 30))
-    command = [sys.executable, "-m", "jobs.stream_signals", "--config", str(REPO_ROOT / "conf" / "local.yaml"),
-               f"--set=storage.root={config.storage.root}", f"--set=storage.checkpoint_root={config.storage.checkpoint_root}",
-               *[f"--set={item}" for item in overrides], "--set=spark.driver_memory=1g"]
+    command = [
+        sys.executable,
+        "-m",
+        "jobs.stream_signals",
+        "--config",
+        str(REPO_ROOT / "conf" / "local.yaml"),
+        f"--set=storage.root={config.storage.root}",
+        f"--set=storage.checkpoint_root={config.storage.checkpoint_root}",
+        *[f"--set={item}" for item in overrides],
+        "--set=spark.driver_memory=1g",
+    ]
     log_file = tmp_path / "job.log"
     with open(log_file, "wb") as log:
         job = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -79,10 +92,12 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
     signals = spark.read.format("delta").load(config.table_path("signals"))
     assert signals.count() == 500
     expected = compute_signals(ticks)
-    assert_approx_df_equality(signals.select(*SIGNAL_COLUMNS), expected, precision=1e-9,
-                              ignore_row_order=True, ignore_nullable=True)
+    assert_approx_df_equality(
+        signals.select(*SIGNAL_COLUMNS), expected, precision=1e-9, ignore_row_order=True, ignore_nullable=True
+    )
     metrics = spark.read.format("delta").load(config.table_path("pipeline_metrics"))
-    totals = metrics.agg(F.sum("records_read"), F.sum("ticks_written"), F.countDistinct("batch_id"),
-                         F.count("*")).first()
+    totals = metrics.agg(
+        F.sum("records_read"), F.sum("ticks_written"), F.countDistinct("batch_id"), F.count("*")
+    ).first()
     assert totals[0] == 500 and totals[1] == 500
     assert totals[2] == totals[3], "a batch's metrics were written twice"

@@ -8,10 +8,10 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from jobs.athena import DeployError, deploy_views, main
-from jobs.aws import aws_client
-from jobs.config import REPO_ROOT, AppConfig
-from jobs.sql_views import WindowMismatch, load_views
+from jobs.aws.athena import DeployError, deploy_views, main
+from jobs.aws.clients import aws_client
+from jobs.lake.sql_views import WindowMismatch, load_views
+from jobs.pipeline.config import REPO_ROOT, AppConfig
 
 VIEW_ORDER = ["v_signals", "v_crossovers", "v_latest_signals", "v_signal_summary"]
 
@@ -121,7 +121,9 @@ def test_a_failed_view_stops_the_deployment_with_athena_reason_and_file_name(ath
 
 
 def test_a_view_that_does_not_finish_in_time_is_stopped(athena_config: AppConfig) -> None:
-    config = athena_config.model_copy(update={"athena": athena_config.athena.model_copy(update={"query_timeout_seconds": 2})})
+    config = athena_config.model_copy(
+        update={"athena": athena_config.athena.model_copy(update={"query_timeout_seconds": 2})}
+    )
     views = load_views()[:1]
     client, stubber = _stubbed(config)
     _start(stubber, config, views[0].statement, "q0")
@@ -166,7 +168,9 @@ def _cli(config: AppConfig) -> list[str]:
     ]  # fmt: skip
 
 
-def test_cli_dry_run_prints_the_statements_in_order(athena_config: AppConfig, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_dry_run_prints_the_statements_in_order(
+    athena_config: AppConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main([*_cli(athena_config), "--dry-run"]) == 0
     out = capsys.readouterr().out
     positions = [out.index(f"CREATE OR REPLACE VIEW {name} AS") for name in VIEW_ORDER]

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs.aws import aws_client
-from jobs.catalog import (
+from jobs.aws.clients import aws_client
+from jobs.aws.glue import (
     DELTA_PARAMETERS,
     CatalogError,
     build_table_input,
@@ -20,8 +20,8 @@ from jobs.catalog import (
     schema_from_json,
     sync_catalog,
 )
-from jobs.config import REPO_ROOT, AppConfig
-from jobs.tables import PIPELINE_METRICS, PUBLIC_TABLES, TICKS
+from jobs.pipeline.config import REPO_ROOT, AppConfig
+from jobs.pipeline.tables import PIPELINE_METRICS, PUBLIC_TABLES, TICKS
 
 TICKS_COLUMNS = [
     ("symbol", "string"),
@@ -49,7 +49,9 @@ METRICS_COLUMNS = [
 ]
 
 
-def expected_input(config: AppConfig, name: str, columns: list[tuple[str, str]], partitions: list[tuple[str, str]]) -> dict:
+def expected_input(
+    config: AppConfig, name: str, columns: list[tuple[str, str]], partitions: list[tuple[str, str]]
+) -> dict:
     bucket_prefix = config.storage.root.removeprefix("s3a://")
     location = f"s3://{bucket_prefix}/{name}"
     return {
@@ -87,16 +89,16 @@ def assert_registered(glue, config: AppConfig, name: str, expected: dict) -> dic
 def lake(make_config, spark: SparkSession) -> AppConfig:
     """A bucket in moto S3 with `ticks` and `pipeline_metrics` written by Spark through s3a://."""
     bucket = f"catalog-{uuid.uuid4().hex[:12]}"
-    config = make_config(f"storage.root=s3a://{bucket}/market-signals/delta", f"glue.database=db_{uuid.uuid4().hex[:8]}")
+    config = make_config(
+        f"storage.root=s3a://{bucket}/market-signals/delta", f"glue.database=db_{uuid.uuid4().hex[:8]}"
+    )
     aws_client(config, "s3").create_bucket(Bucket=bucket)
-    at = datetime(2026, 3, 2, 9, 15, tzinfo=timezone.utc)
+    at = datetime(2026, 3, 2, 9, 15, tzinfo=UTC)
     ticks = spark.createDataFrame(
         [("SYM001", at, 101.5, 1200, "v1", "stock-ticks", 0, 7, at, date(2026, 3, 2))], TICKS.schema
     )
     ticks.write.format("delta").partitionBy(*TICKS.partition_by).save(config.table_path("ticks"))
-    metrics = spark.createDataFrame(
-        [(0, at, 10, 9, 1, {"not_json": 1}, 0, 9, 0, 1500, 2000)], PIPELINE_METRICS.schema
-    )
+    metrics = spark.createDataFrame([(0, at, 10, 9, 1, {"not_json": 1}, 0, 9, 0, 1500, 2000)], PIPELINE_METRICS.schema)
     metrics.write.format("delta").save(config.table_path("pipeline_metrics"))
     return config
 
@@ -106,7 +108,7 @@ def test_sync_registers_every_table_for_athena_and_is_idempotent(lake: AppConfig
     results = {r.table: r for r in sync_catalog(lake)}
     assert {name: r.action for name, r in results.items()} == {spec.name: "created" for spec in PUBLIC_TABLES}
     assert results["ticks"].schema_source == "delta log" and results["pipeline_metrics"].schema_source == "delta log"
-    assert results["signals"].schema_source == "jobs.tables"  # not written yet: its definition
+    assert results["signals"].schema_source == "jobs.pipeline.tables"  # not written yet: its definition
     assert glue.get_database(Name=lake.glue.database)["Database"]["Name"] == lake.glue.database
 
     assert_registered(glue, lake, "ticks", expected_input(lake, "ticks", TICKS_COLUMNS, [("event_date", "date")]))
@@ -115,16 +117,20 @@ def test_sync_registers_every_table_for_athena_and_is_idempotent(lake: AppConfig
     assert [c["Name"] for c in signals["StorageDescriptor"]["Columns"]][-3:] == ["revision", "updated_at", "batch_id"]
     assert signals["PartitionKeys"] == [{"Name": "event_date", "Type": "date"}]
 
-    before = {spec.name: glue.get_table(DatabaseName=lake.glue.database, Name=spec.name)["Table"] for spec in PUBLIC_TABLES}
+    before = {
+        spec.name: glue.get_table(DatabaseName=lake.glue.database, Name=spec.name)["Table"] for spec in PUBLIC_TABLES
+    }
     assert {r.action for r in sync_catalog(lake)} == {"unchanged"}
-    after = {spec.name: glue.get_table(DatabaseName=lake.glue.database, Name=spec.name)["Table"] for spec in PUBLIC_TABLES}
+    after = {
+        spec.name: glue.get_table(DatabaseName=lake.glue.database, Name=spec.name)["Table"] for spec in PUBLIC_TABLES
+    }
     assert after == before, "a second sync changes nothing"
 
     # Someone else's table parameter survives an update; a new Delta column reaches Glue.
     extra = dict(before["ticks"]["Parameters"], owner_team="markets")
     table_input = {k: before["ticks"][k] for k in ("Name", "TableType", "PartitionKeys", "StorageDescriptor")}
     glue.update_table(DatabaseName=lake.glue.database, TableInput={**table_input, "Parameters": extra})
-    at = datetime(2026, 3, 3, 9, 15, tzinfo=timezone.utc)
+    at = datetime(2026, 3, 3, 9, 15, tzinfo=UTC)
     evolved = spark.createDataFrame(
         [("SYM002", at, 99.0, 800, "v1", "stock-ticks", 1, 8, at, date(2026, 3, 3))], TICKS.schema
     ).withColumn("source_region", F.lit("ap-south-1"))
@@ -132,7 +138,9 @@ def test_sync_registers_every_table_for_athena_and_is_idempotent(lake: AppConfig
 
     actions = {r.table: r.action for r in sync_catalog(lake)}
     assert actions == {**{spec.name: "unchanged" for spec in PUBLIC_TABLES}, "ticks": "updated"}
-    evolved_input = expected_input(lake, "ticks", [*TICKS_COLUMNS, ("source_region", "string")], [("event_date", "date")])
+    evolved_input = expected_input(
+        lake, "ticks", [*TICKS_COLUMNS, ("source_region", "string")], [("event_date", "date")]
+    )
     table = assert_registered(glue, lake, "ticks", evolved_input)
     assert table["Parameters"]["owner_team"] == "markets"
     assert {r.action for r in sync_catalog(lake)} == {"unchanged"}
@@ -173,7 +181,9 @@ def test_a_local_root_is_refused_unless_allowed(make_config, capsys: pytest.Capt
         sync_catalog(config)
     results = sync_catalog(config, ["signals"], allow_local=True)
     assert results[0].location == f"file://{config.table_path('signals')}"
-    assert main(["sync", "--set", f"storage.root={config.storage.root}", "--set", "s3.endpoint=http://127.0.0.1:1"]) == 2
+    assert (
+        main(["sync", "--set", f"storage.root={config.storage.root}", "--set", "s3.endpoint=http://127.0.0.1:1"]) == 2
+    )
     assert "is a local path" in capsys.readouterr().err
 
 
@@ -192,12 +202,12 @@ def test_hive_types_of_delta_types() -> None:
 
 
 def test_plan_compares_only_what_the_sync_sets() -> None:
-    schema = schema_from_json(TICKS.schema.jsonValue(), TICKS.partition_by, "jobs.tables")
+    schema = schema_from_json(TICKS.schema.jsonValue(), TICKS.partition_by, "jobs.pipeline.tables")
     desired = build_table_input("ticks", "s3://b/p/ticks", schema, TICKS.description)
     existing = {
         **desired,
         "DatabaseName": "db",
-        "CreateTime": datetime.now(timezone.utc),
+        "CreateTime": datetime.now(UTC),
         "Parameters": {**desired["Parameters"], "transient_lastDdlTime": "1"},
     }
     assert plan_table(None, desired) == ("create", desired)

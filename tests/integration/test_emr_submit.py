@@ -9,10 +9,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from jobs import emr
-from jobs.config import load_config
-from jobs.local_stack import ServiceHandle
-from jobs.package import build_package
+from jobs.aws import emr
+from jobs.aws.package import build_package
+from jobs.devstack.services import ServiceHandle
+from jobs.pipeline.config import load_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AWS_YAML = str(REPO_ROOT / "conf" / "aws.yaml")
@@ -41,8 +41,13 @@ def moto_overrides(moto_server: ServiceHandle) -> list[str]:
 
 
 def client(moto_server: ServiceHandle, service: str):
-    return boto3.client(service, region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{moto_server.port}",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    return boto3.client(
+        service,
+        region_name="us-east-1",
+        endpoint_url=f"http://127.0.0.1:{moto_server.port}",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
 def test_ec2_step_is_added_with_the_spark_submit_of_the_profile(
@@ -61,8 +66,21 @@ def test_ec2_step_is_added_with_the_spark_submit_of_the_profile(
     )["JobFlowId"]
 
     code = emr.main(
-        ["submit", "--config", AWS_YAML, *moto_overrides(moto_server), "--target", "ec2", "--cluster-id", cluster_id,
-         "--dist", str(dist), "--upload", "--artifacts", f"s3://{BUCKET}/releases/7/"],
+        [
+            "submit",
+            "--config",
+            AWS_YAML,
+            *moto_overrides(moto_server),
+            "--target",
+            "ec2",
+            "--cluster-id",
+            cluster_id,
+            "--dist",
+            str(dist),
+            "--upload",
+            "--artifacts",
+            f"s3://{BUCKET}/releases/7/",
+        ],
         environ=moto_env,
     )
     out, err = capsys.readouterr()
@@ -83,8 +101,13 @@ def test_ec2_step_is_added_with_the_spark_submit_of_the_profile(
     assert "org.apache.spark:spark-sql-kafka-0-10_2.13:4.0.2" in emr_option(args, "--packages")
     assert "software.amazon.msk:aws-msk-iam-auth" in emr_option(args, "--packages")
     assert emr_option(args, "--py-files").split(",") == [
-        f"s3://{BUCKET}/releases/7/market_signals.zip", "/usr/share/aws/delta/lib/delta-spark.jar"]
-    assert emr_option(args, "--jars") == "/usr/share/aws/delta/lib/delta-spark.jar,/usr/share/aws/delta/lib/delta-storage.jar"
+        f"s3://{BUCKET}/releases/7/market_signals.zip",
+        "/usr/share/aws/delta/lib/delta-spark.jar",
+    ]
+    assert (
+        emr_option(args, "--jars")
+        == "/usr/share/aws/delta/lib/delta-spark.jar,/usr/share/aws/delta/lib/delta-storage.jar"
+    )
     assert emr_option(args, "--files") == f"s3://{BUCKET}/releases/7/aws.yaml"
     confs = conf_values(args)
     assert GLUE_FACTORY.split("=", 1)[1] == confs["spark.hadoop.hive.metastore.client.factory.class"]
@@ -95,7 +118,7 @@ def test_ec2_step_is_added_with_the_spark_submit_of_the_profile(
     assert "spark.jars" not in confs, "no local jar folder on the cluster"
     entry = args.index(f"s3://{BUCKET}/releases/7/stream_signals.py")
     # The job loads the shipped profile again on the cluster, with the same overrides.
-    assert args[entry + 1:entry + 3] == ["--config", "aws.yaml"]
+    assert args[entry + 1 : entry + 3] == ["--config", "aws.yaml"]
     assert f"s3.endpoint=http://127.0.0.1:{moto_server.port}" in args[entry:]
 
 
@@ -103,13 +126,27 @@ def test_serverless_job_run_is_started_in_streaming_mode(
     moto_server: ServiceHandle, moto_env: dict, dist: Path, capsys: pytest.CaptureFixture
 ) -> None:
     serverless = client(moto_server, "emr-serverless")
-    application_id = serverless.create_application(name="market-signals", releaseLabel="emr-8.0.0",
-                                                   type="SPARK")["applicationId"]
+    application_id = serverless.create_application(name="market-signals", releaseLabel="emr-8.0.0", type="SPARK")[
+        "applicationId"
+    ]
     role = "arn:aws:iam::123456789012:role/market-signals-job"
     code = emr.main(
-        ["submit", "--config", AWS_YAML, *moto_overrides(moto_server), "--target", "serverless",
-         "--application-id", application_id, "--execution-role-arn", role, "--dist", str(dist),
-         "--set", "emr.venv_archive=s3://acme-emr-artifacts/venv/market-signals.tar.gz"],
+        [
+            "submit",
+            "--config",
+            AWS_YAML,
+            *moto_overrides(moto_server),
+            "--target",
+            "serverless",
+            "--application-id",
+            application_id,
+            "--execution-role-arn",
+            role,
+            "--dist",
+            str(dist),
+            "--set",
+            "emr.venv_archive=s3://acme-emr-artifacts/venv/market-signals.tar.gz",
+        ],
         environ=moto_env,
     )
     out, err = capsys.readouterr()
@@ -132,21 +169,28 @@ def test_serverless_job_run_is_started_in_streaming_mode(
 def test_serverless_request_shape() -> None:
     """What moto does not echo back: mode, client token, log location."""
     config = load_config(AWS_YAML, environ=ENV)
-    submission = emr.Submission(target="serverless", artifacts_uri=f"s3://{BUCKET}/a/", application_id="00abc",
-                                execution_role_arn="arn:aws:iam::1:role/r", packages=["g:a:1"],
-                                log_uri=config.emr.log_uri)
+    submission = emr.Submission(
+        target="serverless",
+        artifacts_uri=f"s3://{BUCKET}/a/",
+        application_id="00abc",
+        execution_role_arn="arn:aws:iam::1:role/r",
+        packages=["g:a:1"],
+        log_uri=config.emr.log_uri,
+    )
     request = emr.build_request(config, submission, client_token="token-1")
     assert request["mode"] == "STREAMING" and request["clientToken"] == "token-1"
     assert request["configurationOverrides"]["monitoringConfiguration"]["s3MonitoringConfiguration"] == {
-        "logUri": f"s3://{BUCKET}/market-signals/emr-logs/"}
+        "logUri": f"s3://{BUCKET}/market-signals/emr-logs/"
+    }
     batch = emr.build_request(config, emr.Submission(**{**submission.__dict__, "streaming": False}), "t")
     assert "mode" not in batch
 
     import botocore.session
     from botocore.stub import Stubber
 
-    stubbed = botocore.session.get_session().create_client("emr-serverless", region_name="us-east-1",
-                                                           aws_access_key_id="x", aws_secret_access_key="x")
+    stubbed = botocore.session.get_session().create_client(
+        "emr-serverless", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
     with Stubber(stubbed) as stubber:  # validates the request against the service model
         arn = "arn:aws:emr-serverless:us-east-1:123456789012:/applications/00abc/jobruns/r1"
         stubber.add_response("start_job_run", {"applicationId": "00abc", "jobRunId": "r1", "arn": arn}, request)
@@ -154,8 +198,10 @@ def test_serverless_request_shape() -> None:
 
 
 def test_dry_run_prints_the_request_and_calls_nothing(dist: Path, capsys: pytest.CaptureFixture) -> None:
-    code = emr.main(["submit", "--config", AWS_YAML, "--cluster-id", "j-DRYRUN", "--dist", str(dist), "--dry-run",
-                     "--once"], environ=ENV)
+    code = emr.main(
+        ["submit", "--config", AWS_YAML, "--cluster-id", "j-DRYRUN", "--dist", str(dist), "--dry-run", "--once"],
+        environ=ENV,
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     printed = json.loads(out)
@@ -172,10 +218,16 @@ def test_dry_run_prints_the_request_and_calls_nothing(dist: Path, capsys: pytest
         (["--target", "serverless", "--application-id", "00a"], ENV, "no job role"),
         (["--cluster-id", "j-1"], {"MSK_BOOTSTRAP_SERVERS": "b:9098"}, "MARKET_SIGNALS_BUCKET is not set"),
         (["--cluster-id", "j-1", "--artifacts", "/tmp/dist"], ENV, "must be s3://bucket/prefix/"),
-        (["--cluster-id", "j-1", "--set", "storage.checkpoint_root=/tmp/cp"], ENV,
-         "storage.checkpoint_root is '/tmp/cp': a cluster job needs s3a://"),
-        (["--cluster-id", "j-1", "--set", "kafka.security_protocol=PLAINTEXT", "--set", "kafka.sasl_mechanism=null"],
-         ENV, "require_tls"),
+        (
+            ["--cluster-id", "j-1", "--set", "storage.checkpoint_root=/tmp/cp"],
+            ENV,
+            "storage.checkpoint_root is '/tmp/cp': a cluster job needs s3a://",
+        ),
+        (
+            ["--cluster-id", "j-1", "--set", "kafka.security_protocol=PLAINTEXT", "--set", "kafka.sasl_mechanism=null"],
+            ENV,
+            "require_tls",
+        ),
     ],
 )
 def test_missing_settings_exit_2_with_the_setting_named(
@@ -188,8 +240,9 @@ def test_missing_settings_exit_2_with_the_setting_named(
 
 
 def test_missing_package_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    code = emr.main(["submit", "--config", AWS_YAML, "--cluster-id", "j-1", "--dist", str(tmp_path), "--dry-run"],
-                    environ=ENV)
+    code = emr.main(
+        ["submit", "--config", AWS_YAML, "--cluster-id", "j-1", "--dist", str(tmp_path), "--dry-run"], environ=ENV
+    )
     assert code == 2 and "run `make package` first" in capsys.readouterr().err
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from jobs import local_stack
-from jobs.local_stack import ServiceError, free_port, start_kafka
+from jobs.devstack import services as local_stack
+from jobs.devstack.services import ServiceError, free_port, start_kafka
 
 
 def _alive(pid: int) -> bool:
@@ -34,8 +34,12 @@ def test_up_status_down(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         producer = KafkaProducer(bootstrap_servers=f"localhost:{kafka_port}", acks="all")
         producer.send("stack-check", key=b"SYM001", value=b"hello").get(timeout=30)
         producer.close()
-        consumer = KafkaConsumer("stack-check", bootstrap_servers=f"localhost:{kafka_port}",
-                                 auto_offset_reset="earliest", consumer_timeout_ms=10000)
+        consumer = KafkaConsumer(
+            "stack-check",
+            bootstrap_servers=f"localhost:{kafka_port}",
+            auto_offset_reset="earliest",
+            consumer_timeout_ms=10000,
+        )
         assert [(m.key, m.value) for m in consumer] == [(b"SYM001", b"hello")]
         consumer.close()
 
@@ -51,7 +55,7 @@ def test_up_status_down(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 
 def _config(state: list[str]):
-    from jobs.config import load_config
+    from jobs.pipeline.config import load_config
 
     return load_config(None, [item.removeprefix("--set=") for item in state], environ={})
 

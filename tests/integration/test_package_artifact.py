@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.local_stack import ServiceHandle
-from jobs.package import ENTRY_MODULE, build_package, import_closure
+from jobs.aws.package import ENTRY_MODULE, build_package, import_closure
+from jobs.devstack.services import ServiceHandle
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPARK_SUBMIT = REPO_ROOT / ".venv" / "bin" / "spark-submit"
@@ -29,18 +29,30 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_package_contents(dist: Path) -> None:
-    assert sorted(path.name for path in dist.iterdir()) == sorted([
-        "market_signals.zip", "stream_signals.py", "aws.yaml", "spark-packages.txt", "requirements-cluster.txt",
-        "bootstrap-install.sh", "MANIFEST.json"])
+    assert sorted(path.name for path in dist.iterdir()) == sorted(
+        [
+            "market_signals.zip",
+            "stream_signals.py",
+            "aws.yaml",
+            "spark-packages.txt",
+            "requirements-cluster.txt",
+            "bootstrap-install.sh",
+            "MANIFEST.json",
+        ]
+    )
     names = set(zipfile.ZipFile(dist / "market_signals.zip").namelist())
     modules, external = import_closure(REPO_ROOT, ENTRY_MODULE)
     for module in modules:
         assert f"{module.replace('.', '/')}.py" in names or f"{module.replace('.', '/')}/__init__.py" in names
     assert "simulator/cli.py" in names and not any("__pycache__" in name for name in names)
     packages = (dist / "spark-packages.txt").read_text().split()
-    assert packages == ["org.apache.spark:spark-sql-kafka-0-10_2.13:4.0.2", "software.amazon.msk:aws-msk-iam-auth:2.3.9"]
-    requirements = {line.split("==")[0] for line in (dist / "requirements-cluster.txt").read_text().splitlines()
-                    if "==" in line}
+    assert packages == [
+        "org.apache.spark:spark-sql-kafka-0-10_2.13:4.0.2",
+        "software.amazon.msk:aws-msk-iam-auth:2.3.9",
+    ]
+    requirements = {
+        line.split("==")[0] for line in (dist / "requirements-cluster.txt").read_text().splitlines() if "==" in line
+    }
     assert {"pyyaml", "pydantic", "boto3", "deltalake"} <= requirements
     assert not {"pyspark", "delta-spark", "py4j"} & requirements, "EMR provides Spark and Delta"
     assert (dist / "aws.yaml").read_text() == (REPO_ROOT / "conf" / "aws.yaml").read_text()
@@ -56,11 +68,13 @@ def test_the_zip_is_reproducible(dist: Path, tmp_path: Path) -> None:
 
 def test_packages_follow_the_profile_auth(tmp_path: Path) -> None:
     profile = tmp_path / "tls.yaml"
-    profile.write_text((REPO_ROOT / "conf" / "aws.yaml").read_text().replace("sasl_mechanism: AWS_MSK_IAM",
-                                                                             "sasl_mechanism: null"))
+    profile.write_text(
+        (REPO_ROOT / "conf" / "aws.yaml").read_text().replace("sasl_mechanism: AWS_MSK_IAM", "sasl_mechanism: null")
+    )
     build_package(tmp_path / "dist", profile)
     assert (tmp_path / "dist" / "spark-packages.txt").read_text().split() == [
-        "org.apache.spark:spark-sql-kafka-0-10_2.13:4.0.2"]
+        "org.apache.spark:spark-sql-kafka-0-10_2.13:4.0.2"
+    ]
 
 
 def test_packaged_job_runs_with_spark_submit(
@@ -68,8 +82,13 @@ def test_packaged_job_runs_with_spark_submit(
 ) -> None:
     topic = kafka_topic(partitions=2)
     ticks = [
-        {"v": 1, "symbol": symbol, "ts": f"2026-11-24T09:{minute:02d}:00.000Z", "close": 10.5 + minute,
-         "volume": 100 + minute}
+        {
+            "v": 1,
+            "symbol": symbol,
+            "ts": f"2026-11-24T09:{minute:02d}:00.000Z",
+            "close": 10.5 + minute,
+            "volume": 100 + minute,
+        }
         for symbol in ("AAA", "BBB")
         for minute in range(3)
     ]
@@ -83,17 +102,27 @@ def test_packaged_job_runs_with_spark_submit(
     env.update({"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable})
     command = [
         str(SPARK_SUBMIT),
-        "--master", "local[2]",
-        "--jars", jars,
-        "--py-files", str(dist / "market_signals.zip"),
+        "--master",
+        "local[2]",
+        "--jars",
+        jars,
+        "--py-files",
+        str(dist / "market_signals.zip"),
         str(dist / "stream_signals.py"),
-        "--config", str(REPO_ROOT / "conf" / "local.yaml"),
-        "--set", f"storage.root={lake / 'delta'}",
-        "--set", f"storage.checkpoint_root={lake / 'checkpoints'}",
-        "--set", f"kafka.bootstrap_servers={kafka_broker.address}",
-        "--set", f"kafka.topic={topic}",
-        "--set", "spark.jars_dir=null",  # jars come from --jars, as on a cluster
-        "--set", "spark.shuffle_partitions=2",
+        "--config",
+        str(REPO_ROOT / "conf" / "local.yaml"),
+        "--set",
+        f"storage.root={lake / 'delta'}",
+        "--set",
+        f"storage.checkpoint_root={lake / 'checkpoints'}",
+        "--set",
+        f"kafka.bootstrap_servers={kafka_broker.address}",
+        "--set",
+        f"kafka.topic={topic}",
+        "--set",
+        "spark.jars_dir=null",  # jars come from --jars, as on a cluster
+        "--set",
+        "spark.shuffle_partitions=2",
         "--once",
     ]
     result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=420)
@@ -109,7 +138,8 @@ def test_packaged_job_runs_with_spark_submit(
 
     stored = DeltaTable(str(lake / "delta" / "ticks")).to_pyarrow_table().to_pylist()
     assert sorted((row["symbol"], row["close"], row["volume"]) for row in stored) == sorted(
-        (tick["symbol"], tick["close"], tick["volume"]) for tick in ticks)
+        (tick["symbol"], tick["close"], tick["volume"]) for tick in ticks
+    )
     signals = DeltaTable(str(lake / "delta" / "signals")).to_pyarrow_table().to_pylist()
     assert len(signals) == len(ticks)
     assert {row["signal"] for row in signals} == {"Hold"}, "three ticks per symbol: no SMA(9) yet"

@@ -8,8 +8,8 @@ import pandas as pd
 import pyarrow as pa
 from deltalake import write_deltalake
 
-from jobs.config import AppConfig
-from jobs.query import run_query
+from jobs.lake.query import run_query
+from jobs.pipeline.config import AppConfig
 from tests.support import TICKS_ARROW
 
 SOURCE_TIMEZONE = "Asia/Kolkata"
@@ -44,7 +44,9 @@ def test_v_signals_reproduces_the_reference_athena_output(reference_csv: Path, m
     reference = pd.read_csv(reference_csv)
     assert len(reference) == 24_000
     write_deltalake(
-        config.table_path("ticks"), reference_ticks(reference, config.stream.source_timezone), partition_by=["event_date"]
+        config.table_path("ticks"),
+        reference_ticks(reference, config.stream.source_timezone),
+        partition_by=["event_date"],
     )
 
     actual = run_query(config, "SELECT symbol, event_time, close, volume, sma_short, sma_long, signal FROM v_signals")

@@ -5,22 +5,22 @@ from __future__ import annotations
 import io
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
 
-from jobs.aws import aws_client
-from jobs.catalog import delta_storage_options, delta_uri
-from jobs.config import REPO_ROOT, AppConfig
-from jobs.query import main, open_local_engine, run_query
+from jobs.aws.clients import aws_client
+from jobs.lake.delta_log import delta_storage_options, delta_uri
+from jobs.lake.query import main, open_local_engine, run_query
+from jobs.pipeline.config import REPO_ROOT, AppConfig
 from tests.unit.test_sql_signals_semantics import TICKS_ARROW
 
 
 def ticks_table(symbols: int = 3, ticks: int = 30) -> pa.Table:
-    start = datetime(2026, 3, 2, 9, 15, tzinfo=timezone.utc)
+    start = datetime(2026, 3, 2, 9, 15, tzinfo=UTC)
     rows = [
         {
             "symbol": f"SYM{s:03d}",
@@ -46,7 +46,9 @@ def s3_config(make_config) -> AppConfig:
     config = make_config(f"storage.root=s3a://{bucket}/market-signals/delta")
     aws_client(config, "s3").create_bucket(Bucket=bucket)
     options = {**delta_storage_options(config), "AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
-    write_deltalake(delta_uri(config.table_path("ticks")), ticks_table(), partition_by=["event_date"], storage_options=options)
+    write_deltalake(
+        delta_uri(config.table_path("ticks")), ticks_table(), partition_by=["event_date"], storage_options=options
+    )
     return config
 
 
@@ -109,7 +111,9 @@ def test_cli_formats(s3_config: AppConfig, capsys: pytest.CaptureFixture[str]) -
     assert "table ticks" in out and "view  v_signal_summary" in out
 
 
-def test_cli_user_errors_exit_non_zero_without_traceback(s3_config: AppConfig, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_user_errors_exit_non_zero_without_traceback(
+    s3_config: AppConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main([*cli_args(s3_config), "-q", "SELECT * FROM signals"]) == 1
     assert capsys.readouterr().err.startswith("error: table signals does not exist yet")
 
@@ -121,6 +125,14 @@ def test_cli_user_errors_exit_non_zero_without_traceback(s3_config: AppConfig, c
     err = capsys.readouterr().err
     assert "v_signals.sql computes sma_short=9, sma_long=21" in err and "--substitute-windows" in err
 
-    substituted = [*cli_args(s3_config), "--set", "signals.sma_short=5", "--substitute-windows", "-q", "--format", "csv"]
+    substituted = [
+        *cli_args(s3_config),
+        "--set",
+        "signals.sma_short=5",
+        "--substitute-windows",
+        "-q",
+        "--format",
+        "csv",
+    ]
     assert main([*substituted, "SELECT COUNT(sma_short) AS n FROM v_signals"]) == 0
     assert capsys.readouterr().out == "n\n78\n"  # 3 symbols x (30 - 4) warm short averages

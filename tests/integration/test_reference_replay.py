@@ -24,19 +24,30 @@ def test_replaying_the_reference_reproduces_its_signals(
     produce(
         topic,
         [
-            (row["symbol"], json.dumps({"symbol": row["symbol"], "Date-Time": row["Date-Time"],
-                                        "Close": float(row["Close"]), "Volume": int(row["Volume"])}))
+            (
+                row["symbol"],
+                json.dumps(
+                    {
+                        "symbol": row["symbol"],
+                        "Date-Time": row["Date-Time"],
+                        "Close": float(row["Close"]),
+                        "Volume": int(row["Volume"]),
+                    }
+                ),
+            )
             for row in rows
         ],
     )
-    config = make_config(f"kafka.bootstrap_servers={kafka_broker.address}", f"kafka.topic={topic}",
-                         "kafka.max_offsets_per_trigger=12000")
+    config = make_config(
+        f"kafka.bootstrap_servers={kafka_broker.address}", f"kafka.topic={topic}", "kafka.max_offsets_per_trigger=12000"
+    )
     totals = run(spark, config, once=True, timeout_seconds=600)
     assert totals.ticks_written == 24_000
     assert totals.quarantined == 0
 
     published = (
-        spark.read.option("header", True).csv(str(reference_csv))
+        spark.read.option("header", True)
+        .csv(str(reference_csv))
         .select(
             F.col("symbol"),
             F.to_utc_timestamp(F.to_timestamp("Date-Time"), config.stream.source_timezone).alias("event_time"),
@@ -45,7 +56,9 @@ def test_replaying_the_reference_reproduces_its_signals(
             F.col("signal"),
         )
     )
-    signals = spark.read.format("delta").load(config.table_path("signals")).select(
-        "symbol", "event_time", "sma_short", "sma_long", "signal"
+    signals = (
+        spark.read.format("delta")
+        .load(config.table_path("signals"))
+        .select("symbol", "event_time", "sma_short", "sma_long", "signal")
     )
     assert_approx_df_equality(signals, published, precision=1e-9, ignore_row_order=True, ignore_nullable=True)

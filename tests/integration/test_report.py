@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.delta_io import ensure_table
-from jobs.report import ReportError, load_signals, signal_figure, signal_plotly_figure
-from jobs.tables import SIGNALS
-from jobs.transforms.signals import compute_signals
+from jobs.lake.report import ReportError, load_signals, signal_figure, signal_plotly_figure
+from jobs.pipeline.delta_io import ensure_table
+from jobs.pipeline.tables import SIGNALS
+from jobs.pipeline.transforms.signals import compute_signals
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -24,21 +24,29 @@ T0 = datetime(2026, 11, 24, 9, 0, 0)
 
 @pytest.fixture(scope="module")
 def signals_config(spark, base_config, tmp_path_factory):
-    """A signals table written the way the job writes it (schema from jobs.tables, rows from the transform)."""
-    from jobs.config import with_overrides
+    """A signals table written the way the job writes it (schema from jobs.pipeline.tables, rows from the transform)."""
+    from jobs.pipeline.config import with_overrides
 
     root = tmp_path_factory.mktemp("report")
-    config = with_overrides(base_config, [f"storage.root={root / 'delta'}",
-                                          f"storage.checkpoint_root={root / 'checkpoints'}"])
+    config = with_overrides(
+        base_config, [f"storage.root={root / 'delta'}", f"storage.checkpoint_root={root / 'checkpoints'}"]
+    )
     rows = [
-        (f"SYM{index + 1:03d}", T0 + timedelta(seconds=30 * step),
-         round(100 + 8 * math.sin(step / (3 + index)) + step * 0.05, 2), 1000 + (step * 53 + index * 7) % 400)
-        for index in range(2) for step in range(60)
+        (
+            f"SYM{index + 1:03d}",
+            T0 + timedelta(seconds=30 * step),
+            round(100 + 8 * math.sin(step / (3 + index)) + step * 0.05, 2),
+            1000 + (step * 53 + index * 7) % 400,
+        )
+        for index in range(2)
+        for step in range(60)
     ]
     ticks = spark.createDataFrame(rows, "symbol string, event_time timestamp, close double, volume bigint")
     signals = compute_signals(ticks).select(
         *[c for c in SIGNALS.schema.fieldNames() if c not in {"revision", "updated_at", "batch_id", "event_date"}],
-        F.lit(0).alias("revision"), F.current_timestamp().alias("updated_at"), F.lit(0).cast("bigint").alias("batch_id"),
+        F.lit(0).alias("revision"),
+        F.current_timestamp().alias("updated_at"),
+        F.lit(0).cast("bigint").alias("batch_id"),
         F.to_date("event_time").alias("event_date"),
     )
     path = config.table_path("signals")
@@ -48,10 +56,23 @@ def signals_config(spark, base_config, tmp_path_factory):
 
 
 def _cli(config, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "jobs.report", "--config", str(REPO_ROOT / "conf" / "local.yaml"),
-               f"--set=storage.root={config.storage.root}", *args]
-    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
+    command = [
+        sys.executable,
+        "-m",
+        "jobs.report",
+        "--config",
+        str(REPO_ROOT / "conf" / "local.yaml"),
+        f"--set=storage.root={config.storage.root}",
+        *args,
+    ]
+    return subprocess.run(
+        command,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home())},
+    )
 
 
 def test_cli_writes_a_png_and_a_self_contained_html_per_symbol(signals_config, tmp_path: Path) -> None:
@@ -90,7 +111,7 @@ def test_cli_user_errors_are_one_line_without_traceback(signals_config, tmp_path
 
 
 def test_missing_table_says_what_to_run(base_config, tmp_path: Path) -> None:
-    from jobs.config import with_overrides
+    from jobs.pipeline.config import with_overrides
 
     config = with_overrides(base_config, [f"storage.root={tmp_path / 'empty'}"])
     with pytest.raises(ReportError, match="no signals table at .*run the streaming job"):

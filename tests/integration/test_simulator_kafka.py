@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient
 
-from jobs.local_stack import ServiceHandle, free_port
+from jobs.devstack.services import ServiceHandle, free_port
 from simulator.cli import execute, main, parse_args
 from simulator.engine import MemorySink
 from simulator.messages import decode
@@ -32,8 +32,13 @@ def unique_topic(name: str) -> str:
 
 def consume(broker: ServiceHandle, topic: str, expected: int, timeout: float = 60.0) -> list:
     """Every record of the topic (waits for `expected` of them), ordered by partition and offset."""
-    consumer = KafkaConsumer(topic, bootstrap_servers=broker.address, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=1000)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=broker.address,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=1000,
+    )
     records = []
     deadline = time.monotonic() + timeout
     try:
@@ -56,8 +61,22 @@ def per_symbol(ticks: list[tuple[str, int, float, int]]) -> dict[str, list[tuple
 
 
 def replay_round_trip(broker: ServiceHandle, csv_path: Path, topic: str, *extra: str) -> None:
-    assert main(["replay", "--csv", str(csv_path), "--bootstrap-servers", broker.address, "--topic", topic,
-                 "--quiet", *extra]) == 0
+    assert (
+        main(
+            [
+                "replay",
+                "--csv",
+                str(csv_path),
+                "--bootstrap-servers",
+                broker.address,
+                "--topic",
+                topic,
+                "--quiet",
+                *extra,
+            ]
+        )
+        == 0
+    )
     expected = read_csv(csv_path, KOLKATA).ticks
     records = consume(broker, topic, len(expected))
     assert len(records) == len(expected)
@@ -88,9 +107,13 @@ def test_replay_round_trip_legacy_csv(kafka_broker: ServiceHandle, tmp_path: Pat
 
 def test_replay_round_trip_v1_csv_paced(kafka_broker: ServiceHandle, tmp_path: Path) -> None:
     path = tmp_path / "v1.csv"
-    path.write_text("symbol,ts,close,volume\n" + "".join(
-        f"SYM{i % 3:03d},2026-11-24T09:15:{i // 3:02d}.{i % 3 * 100:03d}Z,{100 + i * 0.01:.2f},{i}\n"
-        for i in range(90)))
+    path.write_text(
+        "symbol,ts,close,volume\n"
+        + "".join(
+            f"SYM{i % 3:03d},2026-11-24T09:15:{i // 3:02d}.{i % 3 * 100:03d}Z,{100 + i * 0.01:.2f},{i}\n"
+            for i in range(90)
+        )
+    )
     started = time.monotonic()
     replay_round_trip(kafka_broker, path, unique_topic("v1"), "--speed", "20")  # 29.2 s of ticks at 20x
     assert time.monotonic() - started >= 1.4
@@ -102,8 +125,22 @@ def test_replay_reference_athena_output(kafka_broker: ServiceHandle, reference_c
 
 def test_run_sends_exactly_the_seeded_sequence_and_creates_the_topic(kafka_broker: ServiceHandle) -> None:
     topic = unique_topic("run")
-    argv = ["run", "--count", "5000", "--seed", "99", "--speed", "max", "--quiet",
-            "--bootstrap-servers", kafka_broker.address, "--topic", topic, "--set", "kafka.topic_partitions=4"]
+    argv = [
+        "run",
+        "--count",
+        "5000",
+        "--seed",
+        "99",
+        "--speed",
+        "max",
+        "--quiet",
+        "--bootstrap-servers",
+        kafka_broker.address,
+        "--topic",
+        topic,
+        "--set",
+        "kafka.topic_partitions=4",
+    ]
     args, config = parse_args(argv)
     summary = execute(args, config)
     assert (summary["sent"], summary["failed"], summary["ticks"]) == (5000, 0, 5000)
@@ -128,10 +165,39 @@ def test_run_sends_exactly_the_seeded_sequence_and_creates_the_topic(kafka_broke
 def test_fault_summary_reconciles_with_the_topic(kafka_broker: ServiceHandle, tmp_path: Path) -> None:
     topic = unique_topic("faults")
     out = tmp_path / "summary.json"
-    assert main(["run", "--count", "3000", "--seed", "4", "--speed", "max", "--quiet", "--symbols", "20",
-                 "--duplicates", "0.05", "--conflicts", "0.05", "--out-of-order", "0.05", "--too-late", "0.05",
-                 "--malformed", "0.1", "--bootstrap-servers", kafka_broker.address, "--topic", topic,
-                 "--summary-json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--count",
+                "3000",
+                "--seed",
+                "4",
+                "--speed",
+                "max",
+                "--quiet",
+                "--symbols",
+                "20",
+                "--duplicates",
+                "0.05",
+                "--conflicts",
+                "0.05",
+                "--out-of-order",
+                "0.05",
+                "--too-late",
+                "0.05",
+                "--malformed",
+                "0.1",
+                "--bootstrap-servers",
+                kafka_broker.address,
+                "--topic",
+                topic,
+                "--summary-json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     summary = json.loads(out.read_text())
     records = consume(kafka_broker, topic, summary["messages"])
     expected = summary["expected"]
@@ -146,17 +212,32 @@ def test_fault_summary_reconciles_with_the_topic(kafka_broker: ServiceHandle, tm
         except ValueError:
             pass
     # Valid-looking records: clean ticks, duplicates, conflicts and too-late ticks (decided by the job's state).
-    assert valid == expected["ticks"] + expected["duplicates"] + summary["faults"]["conflicts"] + \
-        summary["faults"]["too_late"]
+    assert (
+        valid
+        == expected["ticks"] + expected["duplicates"] + summary["faults"]["conflicts"] + summary["faults"]["too_late"]
+    )
 
 
 def test_unreachable_broker_fails_fast_with_a_clear_error() -> None:
     port = free_port()  # nothing listens there
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "simulator", "run", "--count", "10", "--bootstrap-servers", f"localhost:{port}",
-         "--set", "simulator.connect_timeout_seconds=2"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "simulator",
+            "run",
+            "--count",
+            "10",
+            "--bootstrap-servers",
+            f"localhost:{port}",
+            "--set",
+            "simulator.connect_timeout_seconds=2",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 1
     assert f"cannot reach Kafka at localhost:{port} within 2 s" in result.stderr
@@ -168,9 +249,30 @@ def test_sigterm_stops_an_unbounded_run_with_a_flushed_summary(kafka_broker: Ser
     topic = unique_topic("sigterm")
     out = tmp_path / "summary.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "simulator", "run", "--symbols", "10", "--interval", "1", "--speed", "60",
-         "--seed", "1", "--bootstrap-servers", kafka_broker.address, "--topic", topic, "--summary-json", str(out)],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "simulator",
+            "run",
+            "--symbols",
+            "10",
+            "--interval",
+            "1",
+            "--speed",
+            "60",
+            "--seed",
+            "1",
+            "--bootstrap-servers",
+            kafka_broker.address,
+            "--topic",
+            topic,
+            "--summary-json",
+            str(out),
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:

@@ -11,9 +11,9 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs.aws import aws_client
-from jobs.config import AppConfig
-from jobs.local_stack import ServiceHandle
+from jobs.aws.clients import aws_client
+from jobs.devstack.services import ServiceHandle
+from jobs.pipeline.config import AppConfig
 
 
 def test_kafka_to_delta_on_s3a_round_trip(
@@ -26,8 +26,7 @@ def test_kafka_to_delta_on_s3a_round_trip(
     finally:
         admin.close()
     sent = [
-        {"symbol": f"SYM{index % 7:03d}", "seq": index, "close": round(100 + index * 0.25, 2)}
-        for index in range(1000)
+        {"symbol": f"SYM{index % 7:03d}", "seq": index, "close": round(100 + index * 0.25, 2)} for index in range(1000)
     ]
     producer = KafkaProducer(bootstrap_servers=kafka_broker.address, acks="all")
     try:

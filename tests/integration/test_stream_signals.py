@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
@@ -11,11 +11,11 @@ from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.aws import aws_client
+from jobs.aws.clients import aws_client
+from jobs.pipeline.transforms.signals import SIGNAL_COLUMNS, compute_signals
 from jobs.stream_signals import run
-from jobs.transforms.signals import SIGNAL_COLUMNS, compute_signals
 
-T0 = datetime(2026, 11, 24, 9, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 24, 9, 0, 0, tzinfo=UTC)
 IST = timezone(timedelta(hours=5, minutes=30))
 
 
@@ -33,8 +33,13 @@ def _volume(m: float) -> int:
 
 def v1(symbol: str, m: float, close: float | None = None, volume: int | None = None) -> tuple[str, str]:
     ts = _minute(m).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    body = {"v": 1, "symbol": symbol, "ts": ts, "close": _close(m) if close is None else close,
-            "volume": _volume(m) if volume is None else volume}
+    body = {
+        "v": 1,
+        "symbol": symbol,
+        "ts": ts,
+        "close": _close(m) if close is None else close,
+        "volume": _volume(m) if volume is None else volume,
+    }
     return symbol, json.dumps(body)
 
 
@@ -46,8 +51,7 @@ def legacy(symbol: str, m: int) -> tuple[str, str]:
 def _consume(bootstrap: str, topic: str) -> list[tuple[str, dict]]:
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             consumer_timeout_ms=5000)
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=5000)
     try:
         return [(message.key.decode(), json.loads(message.value)) for message in consumer]
     finally:
@@ -74,8 +78,12 @@ def _assert_signals_equal_recomputation(spark: SparkSession, config) -> None:
 
 def test_once_writes_every_table_exactly(spark, make_config, kafka_broker, kafka_topic, produce) -> None:
     topic, signals_topic = kafka_topic(), kafka_topic(partitions=1)
-    config = make_config(f"kafka.bootstrap_servers={kafka_broker.address}", f"kafka.topic={topic}",
-                         "kafka.publish_signals=true", f"kafka.signals_topic={signals_topic}")
+    config = make_config(
+        f"kafka.bootstrap_servers={kafka_broker.address}",
+        f"kafka.topic={topic}",
+        "kafka.publish_signals=true",
+        f"kafka.signals_topic={signals_topic}",
+    )
     records = [v1("AAA", m) for m in range(30)] + [legacy("BBB", m) for m in range(25)]
     records += [
         v1("AAA", 5),  # identical re-send: counted and dropped
@@ -88,7 +96,9 @@ def test_once_writes_every_table_exactly(spark, make_config, kafka_broker, kafka
 
     totals = run(spark, config, once=True, timeout_seconds=300)
 
-    expected_ticks = _expected_ticks(spark, [("AAA", m, "v1") for m in range(30)] + [("BBB", m, "legacy") for m in range(25)])
+    expected_ticks = _expected_ticks(
+        spark, [("AAA", m, "v1") for m in range(30)] + [("BBB", m, "legacy") for m in range(25)]
+    )
     ticks = _table(spark, config, "ticks").select("symbol", "event_time", "close", "volume", "message_format")
     assert_df_equality(ticks, expected_ticks, ignore_row_order=True, ignore_nullable=True)
 
@@ -102,8 +112,12 @@ def test_once_writes_every_table_exactly(spark, make_config, kafka_broker, kafka
         ],
         schema="reason string, symbol string, value string",
     )
-    assert_df_equality(quarantine.select("reason", "value"), expected_quarantine.select("reason", "value"),
-                       ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(
+        quarantine.select("reason", "value"),
+        expected_quarantine.select("reason", "value"),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
 
     raw = _table(spark, config, "raw_ticks")
     assert sorted(row.value for row in raw.collect()) == sorted(value for _, value in records)
@@ -112,13 +126,24 @@ def test_once_writes_every_table_exactly(spark, make_config, kafka_broker, kafka
     assert {row.revision for row in _table(spark, config, "signals").collect()} == {0}
 
     published = _consume(kafka_broker.address, signals_topic)
-    stored = {(row.symbol, row.event_time.replace(tzinfo=None)): row for row in _table(spark, config, "signals").collect()}
+    stored = {
+        (row.symbol, row.event_time.replace(tzinfo=None)): row for row in _table(spark, config, "signals").collect()
+    }
     assert len(published) == len(stored) == 55
     for key, message in published:
-        row = stored[(message["symbol"], datetime.fromisoformat(message["event_time"]).astimezone(timezone.utc).replace(tzinfo=None))]
+        row = stored[
+            (
+                message["symbol"],
+                datetime.fromisoformat(message["event_time"]).astimezone(UTC).replace(tzinfo=None),
+            )
+        ]
         assert key == message["symbol"]
         assert (message["signal"], message.get("crossover"), message["revision"], message["is_correction"]) == (
-            row.signal, row.crossover, 0, False)
+            row.signal,
+            row.crossover,
+            0,
+            False,
+        )
         assert message.get("sma_long") == row.sma_long
 
     metrics = _table(spark, config, "pipeline_metrics").collect()
@@ -189,19 +214,24 @@ def test_delta_tables_on_s3a(spark, make_config, kafka_broker, kafka_topic, prod
     produce(topic, [v1("AAA", m) for m in range(25)])
     run(spark, config, once=True, timeout_seconds=300)
     ticks = _table(spark, config, "ticks").select("symbol", "event_time", "close", "volume", "message_format")
-    assert_df_equality(ticks, _expected_ticks(spark, [("AAA", m, "v1") for m in range(25)]),
-                       ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(
+        ticks,
+        _expected_ticks(spark, [("AAA", m, "v1") for m in range(25)]),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
     _assert_signals_equal_recomputation(spark, config)
     listed = aws_client(config, "s3").list_objects_v2(Bucket=bucket, Prefix="lake/signals/_delta_log/")
     assert listed["KeyCount"] > 0
 
 
 def _view(spark: SparkSession, config, view: str, columns: tuple[str, ...] = SIGNAL_COLUMNS) -> DataFrame:
-    from jobs.query import run_query
+    from jobs.lake.query import run_query
 
     frame = run_query(config, f"SELECT {', '.join(columns)} FROM {view}", substitute_windows=True)
     if frame["event_time"].dt.tz is not None:
         frame["event_time"] = frame["event_time"].dt.tz_convert("UTC").dt.tz_localize(None)
+
     def plain(value):
         if pd.isna(value):
             return None
@@ -216,24 +246,40 @@ def _view(spark: SparkSession, config, view: str, columns: tuple[str, ...] = SIG
 def test_views_over_ticks_equal_the_streamed_signals(spark, make_config, kafka_broker, kafka_topic, produce) -> None:
     """Parity: the Athena views, run locally on the job's own `ticks`, equal the job's `signals` table."""
     topic = kafka_topic()
-    config = make_config(f"kafka.bootstrap_servers={kafka_broker.address}", f"kafka.topic={topic}",
-                         "signals.sma_short=3", "signals.sma_long=5", "signals.allowed_lateness_seconds=1200")
+    config = make_config(
+        f"kafka.bootstrap_servers={kafka_broker.address}",
+        f"kafka.topic={topic}",
+        "signals.sma_short=3",
+        "signals.sma_long=5",
+        "signals.allowed_lateness_seconds=1200",
+    )
     # Two symbols, out of order inside the first batch, late ticks in the second.
-    produce(topic, [v1("AAA", m) for m in (3, 1, 0, 2, *range(4, 30)) if m not in (12, 25)]
-            + [legacy("BBB", m) for m in range(0, 30, 2)])
+    produce(
+        topic,
+        [v1("AAA", m) for m in (3, 1, 0, 2, *range(4, 30)) if m not in (12, 25)]
+        + [legacy("BBB", m) for m in range(0, 30, 2)],
+    )
     run(spark, config, once=True, timeout_seconds=300)
     produce(topic, [v1("AAA", 25), v1("AAA", 12), legacy("BBB", 27), legacy("BBB", 31)])
     run(spark, config, once=True, timeout_seconds=300)
 
     signals = _table(spark, config, "signals").select(*SIGNAL_COLUMNS)
-    assert_approx_df_equality(signals, _view(spark, config, "v_signals"),
-                              precision=1e-9, ignore_row_order=True, ignore_nullable=True)
+    assert_approx_df_equality(
+        signals, _view(spark, config, "v_signals"), precision=1e-9, ignore_row_order=True, ignore_nullable=True
+    )
     crossover_columns = ("symbol", "event_time", "crossover", "close", "volume", "sma_short", "sma_long", "signal")
     crosses = signals.where(F.col("crossover").isNotNull()).select(*crossover_columns)
     assert crosses.count() > 0
-    assert_approx_df_equality(crosses, _view(spark, config, "v_crossovers", crossover_columns),
-                              precision=1e-9, ignore_row_order=True, ignore_nullable=True)
-    latest = signals.join(signals.groupBy("symbol").agg(F.max("event_time").alias("event_time")),
-                          on=["symbol", "event_time"], how="inner").select(*SIGNAL_COLUMNS)
-    assert_approx_df_equality(latest, _view(spark, config, "v_latest_signals"),
-                              precision=1e-9, ignore_row_order=True, ignore_nullable=True)
+    assert_approx_df_equality(
+        crosses,
+        _view(spark, config, "v_crossovers", crossover_columns),
+        precision=1e-9,
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
+    latest = signals.join(
+        signals.groupBy("symbol").agg(F.max("event_time").alias("event_time")), on=["symbol", "event_time"], how="inner"
+    ).select(*SIGNAL_COLUMNS)
+    assert_approx_df_equality(
+        latest, _view(spark, config, "v_latest_signals"), precision=1e-9, ignore_row_order=True, ignore_nullable=True
+    )

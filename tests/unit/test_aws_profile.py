@@ -7,11 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs.config import MSK_IAM_OPTIONS, ConfigError, load_config
+from jobs.pipeline.config import MSK_IAM_OPTIONS, ConfigError, load_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AWS_YAML = REPO_ROOT / "conf" / "aws.yaml"
-ENV = {"MARKET_SIGNALS_BUCKET": "acme-market-data", "MSK_BOOTSTRAP_SERVERS": "b-1.msk.example:9098,b-2.msk.example:9098"}
+ENV = {
+    "MARKET_SIGNALS_BUCKET": "acme-market-data",
+    "MSK_BOOTSTRAP_SERVERS": "b-1.msk.example:9098,b-2.msk.example:9098",
+}
 
 
 def write_profile(tmp_path: Path, mutate) -> Path:
@@ -39,7 +42,7 @@ def test_aws_profile_loads_with_the_documented_environment() -> None:
 
 
 def test_optional_kms_key_and_region_come_from_the_environment() -> None:
-    from jobs.spark_session import spark_settings
+    from jobs.pipeline.spark_session import spark_settings
 
     config = load_config(AWS_YAML, environ={**ENV, "MARKET_SIGNALS_KMS_KEY": "alias/market", "AWS_REGION": "eu-west-1"})
     assert config.s3.sse_kms_key_id == "alias/market"
@@ -78,8 +81,9 @@ def test_plaintext_kafka_is_refused_when_the_profile_requires_tls(protocol: str)
 
 
 def test_tls_only_and_scram_variants_load(tmp_path: Path) -> None:
-    tls = load_config(AWS_YAML, ["kafka.security_protocol=SSL", "kafka.sasl_mechanism=null", "kafka.options={}"],
-                      environ=ENV)
+    tls = load_config(
+        AWS_YAML, ["kafka.security_protocol=SSL", "kafka.sasl_mechanism=null", "kafka.options={}"], environ=ENV
+    )
     assert tls.kafka.security_protocol == "SSL"
     jaas = 'org.apache.kafka.common.security.scram.ScramLoginModule required username="u" password="p";'
 
@@ -107,16 +111,28 @@ FAKE_ACCESS_KEY_ID = "AKIA" + "ABCDEFGHIJKLMNOP"
     ("mutate", "named"),
     [
         (lambda t: t["s3"].update(aws_access_key_id=FAKE_ACCESS_KEY_ID), "s3.aws_access_key_id"),
-        (lambda t: t["s3"].update(aws_secret_access_key="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
-         "s3.aws_secret_access_key"),
-        (lambda t: t["spark"].update(conf={"spark.hadoop.fs.s3a.secret.key": "abc"}),
-         "spark.conf.spark.hadoop.fs.s3a.secret.key"),
-        (lambda t: t["spark"].update(conf={"spark.hadoop.fs.s3a.endpoint.note": f"key {FAKE_ACCESS_KEY_ID}"}),
-         "spark.conf.spark.hadoop.fs.s3a.endpoint.note contains an AWS access key id"),
-        (lambda t: t["kafka"].update(options={"sasl.jaas.config": 'ScramLoginModule required username="u" password="s3cret";'}),
-         "kafka.options.sasl.jaas.config contains a password"),
-        (lambda t: t["kafka"].update(options={"ssl.truststore.password": "changeit"}),
-         "kafka.options.ssl.truststore.password holds a credential"),
+        (
+            lambda t: t["s3"].update(aws_secret_access_key="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+            "s3.aws_secret_access_key",
+        ),
+        (
+            lambda t: t["spark"].update(conf={"spark.hadoop.fs.s3a.secret.key": "abc"}),
+            "spark.conf.spark.hadoop.fs.s3a.secret.key",
+        ),
+        (
+            lambda t: t["spark"].update(conf={"spark.hadoop.fs.s3a.endpoint.note": f"key {FAKE_ACCESS_KEY_ID}"}),
+            "spark.conf.spark.hadoop.fs.s3a.endpoint.note contains an AWS access key id",
+        ),
+        (
+            lambda t: t["kafka"].update(
+                options={"sasl.jaas.config": 'ScramLoginModule required username="u" password="s3cret";'}
+            ),
+            "kafka.options.sasl.jaas.config contains a password",
+        ),
+        (
+            lambda t: t["kafka"].update(options={"ssl.truststore.password": "changeit"}),
+            "kafka.options.ssl.truststore.password holds a credential",
+        ),
     ],
 )
 def test_credentials_written_into_the_file_are_refused(tmp_path: Path, mutate, named: str) -> None:

@@ -8,7 +8,7 @@ from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs.transforms.batch import (
+from jobs.pipeline.transforms.batch import (
     classify_duplicates,
     effective_watermarks,
     flag_too_late,
@@ -17,10 +17,12 @@ from jobs.transforms.batch import (
     recomputed_signals,
     signal_changes,
 )
-from jobs.transforms.signals import compute_signals
+from jobs.pipeline.transforms.signals import compute_signals
 
 T0 = datetime(2026, 11, 24, 9, 0, 0)
-CANDIDATE_SCHEMA = "symbol string, event_time timestamp, close double, volume long, topic string, partition int, offset long"
+CANDIDATE_SCHEMA = (
+    "symbol string, event_time timestamp, close double, volume long, topic string, partition int, offset long"
+)
 
 
 def _t(minutes: int) -> datetime:
@@ -150,8 +152,10 @@ def test_recomputed_signals_on_a_trimmed_context_equal_the_full_recomputation(sp
 
 
 def test_signal_changes_new_corrected_and_unchanged(spark: SparkSession) -> None:
-    columns = ("symbol string, event_time timestamp, close double, volume long, sma_short double, "
-               "sma_long double, prev_volume long, signal string, crossover string")
+    columns = (
+        "symbol string, event_time timestamp, close double, volume long, sma_short double, "
+        "sma_long double, prev_volume long, signal string, crossover string"
+    )
     recomputed = spark.createDataFrame(
         [
             ("AAA", _t(0), 10.0, 5, 10.0, None, None, "Hold", None),  # unchanged

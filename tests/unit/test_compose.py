@@ -12,9 +12,9 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from jobs.aws import split_s3_uri
-from jobs.config import AppConfig, load_config
-from jobs.package import docker_requirements, jvm_versions, read_requirements
+from jobs.aws.clients import split_s3_uri
+from jobs.aws.package import docker_requirements, jvm_versions, read_requirements
+from jobs.pipeline.config import AppConfig, load_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -92,8 +92,10 @@ def test_job_and_simulator_reach_the_broker_the_config_names(services: dict, con
 def test_topics_are_created_as_configured(services: dict, config: AppConfig) -> None:
     init = command_text(services["kafka-init"])
     for topic in (config.kafka.topic, config.kafka.signals_topic):
-        assert f"--topic {topic} --partitions {config.kafka.topic_partitions} " \
-               f"--replication-factor {config.kafka.replication_factor}" in init
+        assert (
+            f"--topic {topic} --partitions {config.kafka.topic_partitions} "
+            f"--replication-factor {config.kafka.replication_factor}" in init
+        )
     assert config.kafka.bootstrap_servers in init
 
 
@@ -137,7 +139,7 @@ def test_job_is_spark_submit_of_the_stream_with_the_compose_profile(services: di
     args = [str(arg) for arg in job["command"]]
     assert args[0].endswith("/bin/spark-submit")
     entry = args.index("jobs/stream_signals.py")
-    assert args[entry + 1:] == ["--config", "conf/compose.yaml"]
+    assert args[entry + 1 :] == ["--config", "conf/compose.yaml"]
     assert "--once" not in args, "the compose job streams continuously"
     assert {"source": ".", "target": job["working_dir"]} == _bind(job["volumes"][0])
     assert config.spark.jars_dir is None, "jars come from --packages in the container"
@@ -163,8 +165,10 @@ def test_job_packages_match_the_pinned_jvm_versions(services: dict) -> None:
         f"io.delta:delta-spark_{scala}:{versions['delta.version']}",
         f"io.delta:delta-storage:{versions['delta.version']}",
         f"org.apache.hadoop:hadoop-aws:{versions['hadoop.version']}",
-        *(f"software.amazon.awssdk:{module}:{sdk}"
-          for module in ("s3", "s3-transfer-manager", "sts", "apache-client", "netty-nio-client")),
+        *(
+            f"software.amazon.awssdk:{module}:{sdk}"
+            for module in ("s3", "s3-transfer-manager", "sts", "apache-client", "netty-nio-client")
+        ),
     }
     assert "spark.jars.excludes=software.amazon.awssdk:bundle" in args
 
@@ -207,8 +211,12 @@ def test_docker_compose_config_accepts_the_file() -> None:
     probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip("the Docker CLI has no Compose plugin")
-    result = subprocess.run(["docker", "compose", "-f", str(COMPOSE_FILE), "config", "--quiet"],
-                            capture_output=True, text=True, cwd=REPO_ROOT)
+    result = subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE_FILE), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -218,7 +226,7 @@ def test_simulator_and_job_commands_are_accepted_by_their_clis(services: dict, m
 
     monkeypatch.chdir(REPO_ROOT)  # compose runs both from the mounted repo
     job_args = [str(arg) for arg in services["job"]["command"]]
-    parsed = build_parser().parse_args(job_args[job_args.index("jobs/stream_signals.py") + 1:])
+    parsed = build_parser().parse_args(job_args[job_args.index("jobs/stream_signals.py") + 1 :])
     assert parsed.config == "conf/compose.yaml" and not parsed.once
     simulator_args = [str(arg) for arg in services["simulator"]["command"]][3:]
     assert simulator_main([*simulator_args, "--count", "50", "--dry-run", "--quiet"]) == 0

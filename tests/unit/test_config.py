@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import ConfigError, load_config, with_overrides
+from jobs.pipeline.config import ConfigError, load_config, with_overrides
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCAL = REPO_ROOT / "conf" / "local.yaml"
@@ -28,8 +28,11 @@ def test_set_beats_environment_beats_file() -> None:
 
 
 def test_yaml_scalars_in_overrides() -> None:
-    config = load_config(LOCAL, ["kafka.publish_signals=true", "kafka.max_offsets_per_trigger=500",
-                                 "s3.endpoint=http://127.0.0.1:5000"], environ={})
+    config = load_config(
+        LOCAL,
+        ["kafka.publish_signals=true", "kafka.max_offsets_per_trigger=500", "s3.endpoint=http://127.0.0.1:5000"],
+        environ={},
+    )
     assert config.kafka.publish_signals is True
     assert config.kafka.max_offsets_per_trigger == 500
     assert config.s3.endpoint == "http://127.0.0.1:5000"
@@ -78,4 +81,3 @@ def test_with_overrides_revalidates() -> None:
     assert changed.signals.allowed_lateness_seconds == 60 and config.signals.allowed_lateness_seconds == 3600
     with pytest.raises(ConfigError, match="signals.allowed_lateness_seconds"):
         with_overrides(config, ["signals.allowed_lateness_seconds=-1"])
-

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from jobs.local_stack import _kafka_cluster_id
+from jobs.devstack.services import _kafka_cluster_id
 
 
 def test_kafka_cluster_ids_never_look_like_an_option() -> None:

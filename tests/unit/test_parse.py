@@ -11,8 +11,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs.tables import KAFKA_RECORD_SCHEMA, REJECT_REASONS, TICKS, TICKS_QUARANTINE
-from jobs.transforms.parse import PARSED_COLUMNS, parse_records, quarantine_rows, valid_ticks
+from jobs.pipeline.tables import KAFKA_RECORD_SCHEMA, REJECT_REASONS, TICKS, TICKS_QUARANTINE
+from jobs.pipeline.transforms.parse import PARSED_COLUMNS, parse_records, quarantine_rows, valid_ticks
 
 MAX_BYTES = 4096
 SOURCE_TZ = "Asia/Kolkata"
@@ -227,14 +227,23 @@ REJECT_CASES: list[tuple[str | None, str, str]] = [
     ('{"v": null, "symbol": "SYM001"}', "unknown_version", 'unsupported version null (expected "v":1)'),
     (v1(v=2, close="abc"), "unknown_version", 'unsupported version 2 (expected "v":1)'),
     ("{}", "unknown_version", 'neither the v1 shape ("v":1) nor the legacy shape (Date-Time, Close, Volume)'),
-    ('{"symbol": "SYM001", "ts": "' + TS + '", "close": 1.5, "volume": 1}', "unknown_version",
-     'neither the v1 shape ("v":1) nor the legacy shape (Date-Time, Close, Volume)'),
-    ('{"foo": "bar"}', "unknown_version",
-     'neither the v1 shape ("v":1) nor the legacy shape (Date-Time, Close, Volume)'),
+    (
+        '{"symbol": "SYM001", "ts": "' + TS + '", "close": 1.5, "volume": 1}',
+        "unknown_version",
+        'neither the v1 shape ("v":1) nor the legacy shape (Date-Time, Close, Volume)',
+    ),
+    (
+        '{"foo": "bar"}',
+        "unknown_version",
+        'neither the v1 shape ("v":1) nor the legacy shape (Date-Time, Close, Volume)',
+    ),
     # missing_field (a JSON null counts as missing)
     (v1(volume=None), "missing_field", "missing field(s): volume"),
-    ('{"v": 1, "symbol": "SYM001", "ts": "' + TS + '", "close": null, "volume": 1}', "missing_field",
-     "missing field(s): close"),
+    (
+        '{"v": 1, "symbol": "SYM001", "ts": "' + TS + '", "close": null, "volume": 1}',
+        "missing_field",
+        "missing field(s): close",
+    ),
     ('{"v": 1}', "missing_field", "missing field(s): symbol, ts, close, volume"),
     (legacy(Date_Time=None), "missing_field", "missing field(s): Date-Time"),
     (legacy(Close=None, close=525.6), "missing_field", "missing field(s): Close"),
@@ -257,26 +266,43 @@ REJECT_CASES: list[tuple[str | None, str, str]] = [
     (v1(symbol=1, close="abc", ts="later"), "bad_type", "field symbol: expected a string, got 1"),
     (v1(close="y" * 100), "bad_type", f'field close: expected a number, got "{"y" * 63}...'),
     # bad_timestamp
-    (v1(ts="2026-11-24T09:15:00.123"), "bad_timestamp",
-     f'field ts: expected {ISO_HINT}, got "2026-11-24T09:15:00.123"'),
+    (
+        v1(ts="2026-11-24T09:15:00.123"),
+        "bad_timestamp",
+        f'field ts: expected {ISO_HINT}, got "2026-11-24T09:15:00.123"',
+    ),
     (v1(ts="2026-11-24 09:15:00Z"), "bad_timestamp", f'field ts: expected {ISO_HINT}, got "2026-11-24 09:15:00Z"'),
     (v1(ts="2026-02-30T09:15:00Z"), "bad_timestamp", f'field ts: expected {ISO_HINT}, got "2026-02-30T09:15:00Z"'),
     (v1(ts="2026-11-24T25:15:00Z"), "bad_timestamp", f'field ts: expected {ISO_HINT}, got "2026-11-24T25:15:00Z"'),
-    (v1(ts="+12026-11-24T09:15:00Z"), "bad_timestamp",
-     f'field ts: expected {ISO_HINT}, got "+12026-11-24T09:15:00Z"'),
+    (v1(ts="+12026-11-24T09:15:00Z"), "bad_timestamp", f'field ts: expected {ISO_HINT}, got "+12026-11-24T09:15:00Z"'),
     (v1(ts="2026-11-24T09:15:00Z\n"), "bad_timestamp", f'field ts: expected {ISO_HINT}, got "2026-11-24T09:15:00Z\\n"'),
     (v1(ts="24/11/2026 09:15"), "bad_timestamp", f'field ts: expected {ISO_HINT}, got "24/11/2026 09:15"'),
     (v1(ts=""), "bad_timestamp", f'field ts: expected {ISO_HINT}, got ""'),
-    (legacy(Date_Time="2025-07-19T23:30:36"), "bad_timestamp",
-     f'field Date-Time: expected {LEGACY_HINT}, got "2025-07-19T23:30:36"'),
-    (legacy(Date_Time="2025-07-19 23:30:36.5"), "bad_timestamp",
-     f'field Date-Time: expected {LEGACY_HINT}, got "2025-07-19 23:30:36.5"'),
-    (legacy(Date_Time="2025-07-19 23:30"), "bad_timestamp",
-     f'field Date-Time: expected {LEGACY_HINT}, got "2025-07-19 23:30"'),
-    (legacy(Date_Time="19-07-2025 23:30:36"), "bad_timestamp",
-     f'field Date-Time: expected {LEGACY_HINT}, got "19-07-2025 23:30:36"'),
-    (legacy(Date_Time="2025-02-29 10:00:00"), "bad_timestamp",
-     f'field Date-Time: expected {LEGACY_HINT}, got "2025-02-29 10:00:00"'),
+    (
+        legacy(Date_Time="2025-07-19T23:30:36"),
+        "bad_timestamp",
+        f'field Date-Time: expected {LEGACY_HINT}, got "2025-07-19T23:30:36"',
+    ),
+    (
+        legacy(Date_Time="2025-07-19 23:30:36.5"),
+        "bad_timestamp",
+        f'field Date-Time: expected {LEGACY_HINT}, got "2025-07-19 23:30:36.5"',
+    ),
+    (
+        legacy(Date_Time="2025-07-19 23:30"),
+        "bad_timestamp",
+        f'field Date-Time: expected {LEGACY_HINT}, got "2025-07-19 23:30"',
+    ),
+    (
+        legacy(Date_Time="19-07-2025 23:30:36"),
+        "bad_timestamp",
+        f'field Date-Time: expected {LEGACY_HINT}, got "19-07-2025 23:30:36"',
+    ),
+    (
+        legacy(Date_Time="2025-02-29 10:00:00"),
+        "bad_timestamp",
+        f'field Date-Time: expected {LEGACY_HINT}, got "2025-02-29 10:00:00"',
+    ),
     (v1(ts="later", symbol="bad symbol"), "bad_timestamp", f'field ts: expected {ISO_HINT}, got "later"'),
     # bad_symbol
     (v1(symbol="sym001"), "bad_symbol", f'field symbol: expected {SYMBOL_HINT}, got "sym001"'),
@@ -307,9 +333,7 @@ REJECT_CASES: list[tuple[str | None, str, str]] = [
 def test_every_reject_case_gets_its_reason_and_detail(spark_utc: SparkSession) -> None:
     parsed = parse(spark_utc, [value for value, _, _ in REJECT_CASES])
     expected = [(offset, reason, detail) for offset, (_, reason, detail) in enumerate(REJECT_CASES)]
-    assert_df_equality(
-        rejects(parsed), spark_utc.createDataFrame(expected, REJECT_SCHEMA), ignore_nullable=True
-    )
+    assert_df_equality(rejects(parsed), spark_utc.createDataFrame(expected, REJECT_SCHEMA), ignore_nullable=True)
 
 
 def test_the_cases_cover_every_reason_the_parser_gives() -> None:
@@ -428,10 +452,34 @@ def test_quarantine_rows_are_the_quarantine_table_columns(spark_utc: SparkSessio
     assert _names_and_types(quarantine) == [(field.name, field.dataType) for field in TICKS_QUARANTINE.schema.fields]
     expected = spark_utc.createDataFrame(
         [
-            ("bad_symbol", f'field symbol: expected {SYMBOL_HINT}, got "sym001"', "SYM001", bad, "stock-ticks", 0, 1,
-             INGEST_TIME, "sym001", "2026-11-24 09:15:00.123", INGEST_TIME, "2026-01-02"),
-            ("not_json", "not a JSON object", "SYM001", "oops", "stock-ticks", 0, 2,
-             INGEST_TIME, None, None, INGEST_TIME, "2026-01-02"),
+            (
+                "bad_symbol",
+                f'field symbol: expected {SYMBOL_HINT}, got "sym001"',
+                "SYM001",
+                bad,
+                "stock-ticks",
+                0,
+                1,
+                INGEST_TIME,
+                "sym001",
+                "2026-11-24 09:15:00.123",
+                INGEST_TIME,
+                "2026-01-02",
+            ),
+            (
+                "not_json",
+                "not a JSON object",
+                "SYM001",
+                "oops",
+                "stock-ticks",
+                0,
+                2,
+                INGEST_TIME,
+                None,
+                None,
+                INGEST_TIME,
+                "2026-01-02",
+            ),
         ],
         "reason string, detail string, kafka_key string, value string, topic string, partition int, offset long, "
         "kafka_timestamp string, symbol string, event_time string, ingest_time string, ingest_date string",
@@ -440,9 +488,7 @@ def test_quarantine_rows_are_the_quarantine_table_columns(spark_utc: SparkSessio
 
 
 @pytest.mark.parametrize("select", [valid_ticks, quarantine_rows], ids=["valid_ticks", "quarantine_rows"])
-def test_the_json_is_parsed_once_per_record(
-    spark_utc: SparkSession, select: Callable[[DataFrame], DataFrame]
-) -> None:
+def test_the_json_is_parsed_once_per_record(spark_utc: SparkSession, select: Callable[[DataFrame], DataFrame]) -> None:
     # A filter pushed down through the projections would inline the parse into every reference (~1800 copies).
     plan = select(parse(spark_utc, [v1()]))._jdf.queryExecution().optimizedPlan().toString()
     assert plan.count("from_json(") == 1

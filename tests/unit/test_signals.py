@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 
-from jobs.transforms.signals import compute_signals
+from jobs.pipeline.transforms.signals import compute_signals
 
 T0 = datetime(2026, 11, 24, 9, 15, 0)
 SIGNAL_SCHEMA = (
@@ -64,7 +64,11 @@ def test_short_windows_hand_computed(spark: SparkSession) -> None:
     )
     actual = compute_signals(ticks, sma_short=2, sma_long=3)
     assert_df_equality(
-        actual, expected, ignore_row_order=True, ignore_nullable=True, allow_nan_equality=True,
+        actual,
+        expected,
+        ignore_row_order=True,
+        ignore_nullable=True,
+        allow_nan_equality=True,
         ignore_column_order=False,
     )
 
@@ -76,8 +80,8 @@ def test_default_windows_warm_up_and_values(spark: SparkSession) -> None:
     rows = {row.event_time: row for row in compute_signals(ticks).collect()}
     for step in range(22):
         row = rows[_at(step)]
-        expected_short = sum(closes[step - 8: step + 1]) / 9 if step >= 8 else None
-        expected_long = sum(closes[step - 20: step + 1]) / 21 if step >= 20 else None
+        expected_short = sum(closes[step - 8 : step + 1]) / 9 if step >= 8 else None
+        expected_long = sum(closes[step - 20 : step + 1]) / 21 if step >= 20 else None
         assert row.sma_short == expected_short or abs(row.sma_short - expected_short) < 1e-9
         assert row.sma_long == expected_long or abs(row.sma_long - expected_long) < 1e-9
         assert row.prev_volume == (volumes[step - 1] if step else None)
@@ -89,15 +93,27 @@ def test_default_windows_warm_up_and_values(spark: SparkSession) -> None:
 # The first 23 ticks of AAPL1 in the original system's published Athena output: close, volume, sma_9, sma_21,
 # signal (the rows are copied here; the full file is checked by the replay tests).
 REFERENCE_AAPL1 = [
-    (191.15, 7558, None, None, "Hold"), (356.77, 2048, None, None, "Hold"), (939.51, 3725, None, None, "Hold"),
-    (539.52, 4605, None, None, "Hold"), (495.15, 3628, None, None, "Hold"), (989.38, 6613, None, None, "Hold"),
-    (861.15, 5120, None, None, "Hold"), (461.35, 1136, None, None, "Hold"), (834.4, 5842, 629.82, None, "Hold"),
-    (1096.19, 6231, 730.38, None, "Hold"), (531.34, 3750, 749.7766666666666, None, "Hold"),
-    (162.89, 4721, 663.4855555555555, None, "Hold"), (150.72, 3668, 620.2855555555556, None, "Hold"),
-    (168.71, 1221, 584.0144444444445, None, "Hold"), (1050.19, 8809, 590.7711111111112, None, "Hold"),
-    (1413.34, 5794, 652.1255555555556, None, "Hold"), (610.15, 3073, 668.6588888888889, None, "Hold"),
-    (155.29, 1446, 593.2022222222222, None, "Hold"), (1401.01, 3419, 627.0711111111111, None, "Hold"),
-    (711.36, 9471, 647.0733333333333, None, "Hold"), (1199.63, 6223, 762.2666666666667, 681.8666666666667, "Hold"),
+    (191.15, 7558, None, None, "Hold"),
+    (356.77, 2048, None, None, "Hold"),
+    (939.51, 3725, None, None, "Hold"),
+    (539.52, 4605, None, None, "Hold"),
+    (495.15, 3628, None, None, "Hold"),
+    (989.38, 6613, None, None, "Hold"),
+    (861.15, 5120, None, None, "Hold"),
+    (461.35, 1136, None, None, "Hold"),
+    (834.4, 5842, 629.82, None, "Hold"),
+    (1096.19, 6231, 730.38, None, "Hold"),
+    (531.34, 3750, 749.7766666666666, None, "Hold"),
+    (162.89, 4721, 663.4855555555555, None, "Hold"),
+    (150.72, 3668, 620.2855555555556, None, "Hold"),
+    (168.71, 1221, 584.0144444444445, None, "Hold"),
+    (1050.19, 8809, 590.7711111111112, None, "Hold"),
+    (1413.34, 5794, 652.1255555555556, None, "Hold"),
+    (610.15, 3073, 668.6588888888889, None, "Hold"),
+    (155.29, 1446, 593.2022222222222, None, "Hold"),
+    (1401.01, 3419, 627.0711111111111, None, "Hold"),
+    (711.36, 9471, 647.0733333333333, None, "Hold"),
+    (1199.63, 6223, 762.2666666666667, 681.8666666666667, "Hold"),
     (833.56, 4566, 838.1377777777778, 712.4576190476191, "Hold"),
     (734.28, 9868, 900.978888888889, 730.4342857142858, "Buy"),
 ]

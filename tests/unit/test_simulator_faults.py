@@ -18,8 +18,20 @@ from simulator.messages import parse_iso_time, parse_legacy_time
 KOLKATA = ZoneInfo("Asia/Kolkata")
 LATENESS_MS = 3_600_000
 MAX_BYTES = 4096
-FAULTS = ["--duplicates", "0.03", "--conflicts", "0.02", "--out-of-order", "0.04", "--max-delay", "90",
-          "--too-late", "0.01", "--malformed", "0.05"]
+FAULTS = [
+    "--duplicates",
+    "0.03",
+    "--conflicts",
+    "0.02",
+    "--out-of-order",
+    "0.04",
+    "--max-delay",
+    "90",
+    "--too-late",
+    "0.01",
+    "--malformed",
+    "0.05",
+]
 
 
 def classify(records: list[tuple[bytes, bytes]]) -> Counter:
@@ -105,8 +117,23 @@ def test_faults_are_reproducible_and_do_not_change_the_clean_ticks() -> None:
 
 def test_paced_and_unpaced_runs_are_byte_identical() -> None:
     _, fast = run_dry("--count", "400", "--seed", "5", "--symbols", "4", "--interval", "0.1", *FAULTS)
-    args, config = parse_args(["run", "--quiet", "--count", "400", "--seed", "5", "--symbols", "4",
-                               "--interval", "0.1", "--speed", "100", *FAULTS])
+    args, config = parse_args(
+        [
+            "run",
+            "--quiet",
+            "--count",
+            "400",
+            "--seed",
+            "5",
+            "--symbols",
+            "4",
+            "--interval",
+            "0.1",
+            "--speed",
+            "100",
+            *FAULTS,
+        ]
+    )
     sink = MemorySink()
     execute(args, config, sink=sink)
     assert sink.records == fast

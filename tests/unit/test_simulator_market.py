@@ -33,10 +33,17 @@ def generate(spec: MarketSpec, count: int, seed: int = 11) -> TickBatch:
     )
 
 
-def spec_for(names: list[str], drift: float, vol: float, interval_s: float, start_price: float | None = 100.0,
-             volume_mean: float = 1000.0) -> MarketSpec:
-    return MarketSpec(build_symbol_specs(names, drift, vol, start_price, volume_mean), START,
-                      round(interval_s * 1000), zone=KOLKATA)
+def spec_for(
+    names: list[str],
+    drift: float,
+    vol: float,
+    interval_s: float,
+    start_price: float | None = 100.0,
+    volume_mean: float = 1000.0,
+) -> MarketSpec:
+    return MarketSpec(
+        build_symbol_specs(names, drift, vol, start_price, volume_mean), START, round(interval_s * 1000), zone=KOLKATA
+    )
 
 
 def test_symbol_names_match_the_original_set() -> None:
@@ -65,8 +72,9 @@ def test_prices_positive_and_on_the_tick_grid_even_when_crashing() -> None:
 
 def test_log_returns_have_the_configured_drift_and_volatility() -> None:
     drift, vol, n_symbols, per_symbol = 0.5, 0.3, 100, 3653  # ~10 years of daily ticks per symbol
-    ticks = generate(spec_for(symbol_names(n_symbols), drift, vol, 86_400, start_price=100.0),
-                     n_symbols * per_symbol, seed=2026)
+    ticks = generate(
+        spec_for(symbol_names(n_symbols), drift, vol, 86_400, start_price=100.0), n_symbols * per_symbol, seed=2026
+    )
     prices = ticks.close.reshape(per_symbol, n_symbols)
     returns = np.diff(np.log(prices), axis=0)
     dt = 86_400 / SECONDS_PER_YEAR
@@ -134,10 +142,16 @@ def test_encoded_messages_decode_to_the_ticks() -> None:
         for index, value in enumerate(values):
             tick = decode(value, KOLKATA)
             assert (tick.symbol, tick.ts_ms, tick.close, tick.volume) == (
-                ticks.symbols[index], int(ticks.ts_ms[index]), float(ticks.close[index]), int(ticks.volume[index]))
-    first = Encoder("v1", KOLKATA).encode_batch(["SYM001"], np.array([START + 123]), np.array([187.2]),
-                                                 np.array([1200]))[0]
+                ticks.symbols[index],
+                int(ticks.ts_ms[index]),
+                float(ticks.close[index]),
+                int(ticks.volume[index]),
+            )
+    first = Encoder("v1", KOLKATA).encode_batch(
+        ["SYM001"], np.array([START + 123]), np.array([187.2]), np.array([1200])
+    )[0]
     assert first == b'{"v":1,"symbol":"SYM001","ts":"2026-01-05T03:45:00.123Z","close":187.2,"volume":1200}'
-    legacy = Encoder("legacy", KOLKATA).encode_batch(["SYM001"], np.array([START + 999]), np.array([525.6]),
-                                                     np.array([4194]))[0]
+    legacy = Encoder("legacy", KOLKATA).encode_batch(
+        ["SYM001"], np.array([START + 999]), np.array([525.6]), np.array([4194])
+    )[0]
     assert legacy == b'{"symbol":"SYM001","Date-Time":"2026-01-05 09:15:00","Close":525.6,"Volume":4194}'

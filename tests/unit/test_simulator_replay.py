@@ -47,8 +47,9 @@ def test_v1_csv_is_read_in_time_order(tmp_path: Path) -> None:
     data = read_csv(write(tmp_path, V1), KOLKATA)
     assert data.format == "v1"
     assert data.ticks.symbols == ["SYM001", "SYM002", "SYM001"]
-    assert data.ticks.ts_ms.tolist() == [parse_iso_time(t) for t in
-                                         ("2026-11-24T09:15:00Z", "2026-11-24T09:15:00.250Z", "2026-11-24T09:15:30Z")]
+    assert data.ticks.ts_ms.tolist() == [
+        parse_iso_time(t) for t in ("2026-11-24T09:15:00Z", "2026-11-24T09:15:00.250Z", "2026-11-24T09:15:30Z")
+    ]
 
 
 @pytest.mark.parametrize(
@@ -97,14 +98,18 @@ def test_replay_converts_between_formats(tmp_path: Path) -> None:
     sink = MemorySink()
     summary = execute(args, config, sink=sink)
     assert summary["format"] == "v1" and summary["ticks"] == 4
-    assert sink.records[0] == (b"AAPL1", b'{"v":1,"symbol":"AAPL1","ts":"2025-07-19T17:59:36.000Z",'
-                                        b'"close":1115.43,"volume":1083}')
+    assert sink.records[0] == (
+        b"AAPL1",
+        b'{"v":1,"symbol":"AAPL1","ts":"2025-07-19T17:59:36.000Z","close":1115.43,"volume":1083}',
+    )
     args, config = parse_args(["replay", "--csv", str(write(tmp_path, V1)), "--format", "legacy", "--quiet"])
     sink = MemorySink()
     execute(args, config, sink=sink)
     assert [decode(value, KOLKATA).ts_ms for _, value in sink.records] == [
-        parse_iso_time("2026-11-24T09:15:00Z"), parse_iso_time("2026-11-24T09:15:00Z"),  # legacy: whole seconds
-        parse_iso_time("2026-11-24T09:15:30Z")]
+        parse_iso_time("2026-11-24T09:15:00Z"),
+        parse_iso_time("2026-11-24T09:15:00Z"),  # legacy: whole seconds
+        parse_iso_time("2026-11-24T09:15:30Z"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -133,8 +138,24 @@ def test_every_command_has_help(argv: list[str], capsys) -> None:
 
 def test_summary_json_and_seeded_default_start(tmp_path: Path) -> None:
     out = tmp_path / "summary.json"
-    assert main(["run", "--dry-run", "--count", "240", "--seed", "1", "--quiet", "--speed", "max",
-                 "--summary-json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--dry-run",
+                "--count",
+                "240",
+                "--seed",
+                "1",
+                "--quiet",
+                "--speed",
+                "max",
+                "--summary-json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     summary = json.loads(out.read_text())
     assert summary["ticks"] == summary["sent"] == 240 and summary["failed"] == 0
     assert summary["first_event_time"] == "2026-01-05T03:45:00.000Z"  # 09:15 in Asia/Kolkata
@@ -142,7 +163,8 @@ def test_summary_json_and_seeded_default_start(tmp_path: Path) -> None:
 
 
 def test_duration_bounds_simulated_time() -> None:
-    args, config = parse_args(["run", "--duration", "1h", "--symbols", "3", "--interval", "60", "--seed", "2",
-                               "--quiet", "--speed", "max"])
+    args, config = parse_args(
+        ["run", "--duration", "1h", "--symbols", "3", "--interval", "60", "--seed", "2", "--quiet", "--speed", "max"]
+    )
     sink = MemorySink()
     assert execute(args, config, sink=sink)["ticks"] == 180

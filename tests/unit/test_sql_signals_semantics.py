@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -11,15 +11,14 @@ import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
 
-from jobs.config import REPO_ROOT, AppConfig, load_config
-from jobs.query import QueryError, open_local_engine, run_query
-from jobs.sql_views import WindowMismatch
+from jobs.lake.query import QueryError, open_local_engine, run_query
+from jobs.lake.sql_views import WindowMismatch
+from jobs.pipeline.config import REPO_ROOT, AppConfig, load_config
 from tests.support import TICKS_ARROW
 
 
-
 def write_ticks(root: Path, rows: list[tuple[str, datetime, float, int]]) -> None:
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
     table = pa.Table.from_pylist(
         [
             {
@@ -62,7 +61,9 @@ def expected_signals(rows: list[tuple[str, datetime, float, int]], short: int, l
             prev_volume = ticks[i - 1][3] if i else None
             rising = prev_volume is not None and volume > prev_volume
             both = sma_s is not None and sma_l is not None
-            signal = "Buy" if both and rising and sma_s > sma_l else "Sell" if both and rising and sma_s < sma_l else "Hold"
+            signal = (
+                "Buy" if both and rising and sma_s > sma_l else "Sell" if both and rising and sma_s < sma_l else "Hold"
+            )
             crossover = None
             if both and None not in previous:
                 if previous[0] <= previous[1] and sma_s > sma_l:
@@ -72,12 +73,23 @@ def expected_signals(rows: list[tuple[str, datetime, float, int]], short: int, l
             previous = (sma_s, sma_l)
             out.append((symbol, at, close, volume, sma_s, sma_l, prev_volume, signal, crossover))
     return pd.DataFrame(
-        out, columns=["symbol", "event_time", "close", "volume", "sma_short", "sma_long", "prev_volume", "signal", "crossover"]
+        out,
+        columns=[
+            "symbol",
+            "event_time",
+            "close",
+            "volume",
+            "sma_short",
+            "sma_long",
+            "prev_volume",
+            "signal",
+            "crossover",
+        ],
     )
 
 
 def zigzag_rows() -> list[tuple[str, datetime, float, int]]:
-    start = datetime(2025, 7, 19, 23, 50, tzinfo=timezone.utc)  # crosses midnight: two event_dates
+    start = datetime(2025, 7, 19, 23, 50, tzinfo=UTC)  # crosses midnight: two event_dates
     rows = []
     for s, symbol in enumerate(("AAA", "BBB")):
         for i in range(40):
@@ -104,7 +116,16 @@ def test_v_signals_follows_the_design_definition(tmp_path: Path) -> None:
     write_ticks(tmp_path, rows)
     actual = run_query(local_config(tmp_path), "SELECT * FROM v_signals")
     assert list(actual.columns) == [
-        "symbol", "event_time", "event_date", "close", "volume", "sma_short", "sma_long", "prev_volume", "signal", "crossover",
+        "symbol",
+        "event_time",
+        "event_date",
+        "close",
+        "volume",
+        "sma_short",
+        "sma_long",
+        "prev_volume",
+        "signal",
+        "crossover",
     ]
     expected = expected_signals(rows, 9, 21)
     assert_matches(actual, expected)
@@ -127,11 +148,20 @@ def test_every_view_runs_with_typed_columns(tmp_path: Path) -> None:
     engine = open_local_engine(local_config(tmp_path))
     try:
         assert engine.views == ["v_signals", "v_crossovers", "v_latest_signals", "v_signal_summary"]
-        types = {name: {r[0]: r[1] for r in engine.connection.sql(f"DESCRIBE {name}").fetchall()} for name in engine.views}
+        types = {
+            name: {r[0]: r[1] for r in engine.connection.sql(f"DESCRIBE {name}").fetchall()} for name in engine.views
+        }
         assert types["v_signals"] == {
-            "symbol": "VARCHAR", "event_time": "TIMESTAMP WITH TIME ZONE", "event_date": "DATE", "close": "DOUBLE",
-            "volume": "BIGINT", "sma_short": "DOUBLE", "sma_long": "DOUBLE", "prev_volume": "BIGINT",
-            "signal": "VARCHAR", "crossover": "VARCHAR",
+            "symbol": "VARCHAR",
+            "event_time": "TIMESTAMP WITH TIME ZONE",
+            "event_date": "DATE",
+            "close": "DOUBLE",
+            "volume": "BIGINT",
+            "sma_short": "DOUBLE",
+            "sma_long": "DOUBLE",
+            "prev_volume": "BIGINT",
+            "signal": "VARCHAR",
+            "crossover": "VARCHAR",
         }
         latest = engine.query("SELECT symbol, event_time FROM v_latest_signals ORDER BY symbol")
         assert latest["symbol"].tolist() == ["AAA", "BBB"]

@@ -8,12 +8,11 @@ import pytest
 import sqlglot
 from sqlglot.errors import ErrorLevel
 
-from jobs.config import REPO_ROOT, load_config
-from jobs.sql_views import (
+from jobs.lake.sql_views import (
     SQL_DIR,
     ViewError,
-    Windows,
     WindowMismatch,
+    Windows,
     check_windows,
     deployable_text,
     load_views,
@@ -21,6 +20,7 @@ from jobs.sql_views import (
     translate_query,
     translate_view,
 )
+from jobs.pipeline.config import REPO_ROOT, load_config
 
 VIEW_FILES = sorted(SQL_DIR.glob("*.sql"))
 EXPECTED_VIEWS = {"v_signals", "v_latest_signals", "v_crossovers", "v_signal_summary"}
@@ -79,7 +79,9 @@ def test_window_lengths_appear_once_and_match_every_profile() -> None:
 
 
 def test_window_mismatch_is_refused_naming_the_file() -> None:
-    with pytest.raises(WindowMismatch, match=r"v_signals\.sql computes sma_short=9, sma_long=21 .* sma_short=5, sma_long=20"):
+    with pytest.raises(
+        WindowMismatch, match=r"v_signals\.sql computes sma_short=9, sma_long=21 .* sma_short=5, sma_long=20"
+    ):
         check_windows(load_views(), Windows(5, 20))
 
 
@@ -106,7 +108,10 @@ def _write(tmp_path: Path, name: str, body: str) -> Path:
         ("CREATE OR REPLACE VIEW db.v_bad AS SELECT 1 AS x", r"v_bad\.sql: the view name must be unqualified"),
         ("CREATE OR REPLACE VIEW v_bad AS SELECT a / b AS x FROM ticks", r"v_bad\.sql: uses '/'"),
         ("CREATE OR REPLACE VIEW v_bad AS SELECT a FROM ticks FETCH FIRST 1 ROWS WITH TIES", r"v_bad\.sql: uses FETCH"),
-        ("CREATE OR REPLACE VIEW v_bad AS SELECT approx_percentile(a, w, 0.5) AS p FROM ticks", r"v_bad\.sql: uses APPROX"),
+        (
+            "CREATE OR REPLACE VIEW v_bad AS SELECT approx_percentile(a, w, 0.5) AS p FROM ticks",
+            r"v_bad\.sql: uses APPROX",
+        ),
         ("CREATE OR REPLACE VIEW v_bad AS SELECT my_udf(a) AS p FROM ticks", r"v_bad\.sql: uses function my_udf\(\)"),
         (
             "CREATE OR REPLACE VIEW v_bad AS WITH params AS (SELECT 9 AS short_window) SELECT 1 AS x",
@@ -114,7 +119,9 @@ def _write(tmp_path: Path, name: str, body: str) -> Path:
         ),
     ],
 )
-def test_a_view_that_does_not_translate_faithfully_is_an_error_naming_it(tmp_path: Path, body: str, message: str) -> None:
+def test_a_view_that_does_not_translate_faithfully_is_an_error_naming_it(
+    tmp_path: Path, body: str, message: str
+) -> None:
     with pytest.raises(ViewError, match=message):
         load_views(_write(tmp_path, "v_bad", body).parent)
 
@@ -127,7 +134,9 @@ def test_dependency_cycle_is_an_error(tmp_path: Path) -> None:
 
 
 def test_ad_hoc_queries_are_translated_or_refused() -> None:
-    assert translate_query("SELECT MIN_BY(close, event_time) FROM ticks") == "SELECT ARG_MIN(close, event_time) FROM ticks"
+    assert (
+        translate_query("SELECT MIN_BY(close, event_time) FROM ticks") == "SELECT ARG_MIN(close, event_time) FROM ticks"
+    )
     with pytest.raises(ValueError, match="--dialect duckdb"):
         translate_query("SELECT volume / 2 FROM ticks")
     with pytest.raises(ValueError, match="not valid trino SQL"):

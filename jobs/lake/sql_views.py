@@ -25,7 +25,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel, ParseError, UnsupportedError
 
-from jobs.config import REPO_ROOT
+from jobs.pipeline.config import REPO_ROOT
 
 SQL_DIR = REPO_ROOT / "sql"
 SOURCE_DIALECT = "trino"
@@ -74,22 +74,87 @@ class View:
 FAITHFUL_NODES: frozenset[type[exp.Expression]] = frozenset(
     {
         # statements and clauses
-        exp.Create, exp.Select, exp.From, exp.Join, exp.Where, exp.Group, exp.Having, exp.Order, exp.Ordered,
-        exp.Limit, exp.Offset, exp.With, exp.CTE, exp.Subquery, exp.Union, exp.Distinct, exp.Alias, exp.TableAlias,
-        exp.Table, exp.Column, exp.Identifier, exp.Star, exp.Schema, exp.Window, exp.WindowSpec,
+        exp.Create,
+        exp.Select,
+        exp.From,
+        exp.Join,
+        exp.Where,
+        exp.Group,
+        exp.Having,
+        exp.Order,
+        exp.Ordered,
+        exp.Limit,
+        exp.Offset,
+        exp.With,
+        exp.CTE,
+        exp.Subquery,
+        exp.Union,
+        exp.Distinct,
+        exp.Alias,
+        exp.TableAlias,
+        exp.Table,
+        exp.Column,
+        exp.Identifier,
+        exp.Star,
+        exp.Schema,
+        exp.Window,
+        exp.WindowSpec,
         # literals and operators
-        exp.Literal, exp.Null, exp.Boolean, exp.Paren, exp.Neg, exp.Add, exp.Sub, exp.Mul,
-        exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.And, exp.Or, exp.Not, exp.Is, exp.In, exp.Between,
-        exp.Case, exp.If, exp.Coalesce, exp.Cast, exp.DataType, exp.Abs, exp.Greatest, exp.Least,
+        exp.Literal,
+        exp.Null,
+        exp.Boolean,
+        exp.Paren,
+        exp.Neg,
+        exp.Add,
+        exp.Sub,
+        exp.Mul,
+        exp.EQ,
+        exp.NEQ,
+        exp.GT,
+        exp.GTE,
+        exp.LT,
+        exp.LTE,
+        exp.And,
+        exp.Or,
+        exp.Not,
+        exp.Is,
+        exp.In,
+        exp.Between,
+        exp.Case,
+        exp.If,
+        exp.Coalesce,
+        exp.Cast,
+        exp.DataType,
+        exp.Abs,
+        exp.Greatest,
+        exp.Least,
         # aggregates and window functions
-        exp.Avg, exp.Count, exp.CountIf, exp.Sum, exp.Min, exp.Max, exp.ArgMin, exp.ArgMax,
-        exp.Lag, exp.Lead, exp.RowNumber, exp.Rank, exp.DenseRank, exp.FirstValue, exp.LastValue,
+        exp.Avg,
+        exp.Count,
+        exp.CountIf,
+        exp.Sum,
+        exp.Min,
+        exp.Max,
+        exp.ArgMin,
+        exp.ArgMax,
+        exp.Lag,
+        exp.Lead,
+        exp.RowNumber,
+        exp.Rank,
+        exp.DenseRank,
+        exp.FirstValue,
+        exp.LastValue,
     }
 )
 FAITHFUL_CASTS = frozenset(
     {
-        exp.DataType.Type.DOUBLE, exp.DataType.Type.BIGINT, exp.DataType.Type.INT, exp.DataType.Type.VARCHAR,
-        exp.DataType.Type.DATE, exp.DataType.Type.TIMESTAMP, exp.DataType.Type.BOOLEAN,
+        exp.DataType.Type.DOUBLE,
+        exp.DataType.Type.BIGINT,
+        exp.DataType.Type.INT,
+        exp.DataType.Type.VARCHAR,
+        exp.DataType.Type.DATE,
+        exp.DataType.Type.TIMESTAMP,
+        exp.DataType.Type.BOOLEAN,
     }
 )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from jobs.transforms.signals import SIGNAL_COLUMNS, with_signals
+from jobs.pipeline.transforms.signals import SIGNAL_COLUMNS, with_signals
 
 ACCEPT = "accept"
 DUPLICATE = "duplicate"
@@ -47,9 +47,7 @@ def classify_duplicates(candidates: DataFrame, existing: DataFrame) -> DataFrame
     winner_at = F.when(has_other_stored, F.col("stored_at")).otherwise(F.col("batch_first_at"))
     is_first = ~has_other_stored & (F.col("batch_rank") == 1)
     identical = (F.col("close") == winner_close) & (F.col("volume") == winner_volume)
-    disposition = (
-        F.when(is_first, F.lit(ACCEPT)).when(identical, F.lit(DUPLICATE)).otherwise(F.lit(CONFLICT))
-    )
+    disposition = F.when(is_first, F.lit(ACCEPT)).when(identical, F.lit(DUPLICATE)).otherwise(F.lit(CONFLICT))
     duplicate_of = F.when(
         ~is_first,
         F.format_string("%s[%d]@%d", winner_at["topic"], winner_at["partition"], winner_at["offset"]),
@@ -77,9 +75,9 @@ def effective_watermarks(state: DataFrame, batch_id: int) -> DataFrame:
     own_update = F.col("batch_id") == F.lit(batch_id)
     return state.select(
         "symbol",
-        F.when(own_update, F.col("previous_last_event_time")).otherwise(F.col("last_event_time")).alias(
-            "last_event_time"
-        ),
+        F.when(own_update, F.col("previous_last_event_time"))
+        .otherwise(F.col("last_event_time"))
+        .alias("last_event_time"),
         F.when(own_update, F.col("previous_context_start_time"))
         .otherwise(F.col("context_start_time"))
         .alias("context_start_time"),
@@ -180,9 +178,7 @@ def next_state(
             "symbol",
             "last_event_time",
             "previous_last_event_time",
-            F.coalesce(F.col("new_context_start"), F.col("previous_context_start_time")).alias(
-                "context_start_time"
-            ),
+            F.coalesce(F.col("new_context_start"), F.col("previous_context_start_time")).alias("context_start_time"),
             "previous_context_start_time",
             F.lit(batch_id).cast("long").alias("batch_id"),
         )

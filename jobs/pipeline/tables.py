@@ -28,7 +28,7 @@ _KAFKA_COORDINATES = (
     ("offset", T.LongType(), False),
 )
 
-# The shape of a Kafka record as the job sees it before parsing (also the input of jobs.transforms.parse).
+# The shape of a Kafka record as the job sees it before parsing (also the input of jobs.pipeline.transforms.parse).
 KAFKA_RECORD_SCHEMA = _fields(
     ("kafka_key", T.StringType(), True),
     ("value", T.StringType(), True),

@@ -7,7 +7,7 @@ from typing import Any, Literal
 import boto3
 from botocore.config import Config as BotoConfig
 
-from jobs.config import AppConfig
+from jobs.pipeline.config import AppConfig
 
 Service = Literal["s3", "glue", "athena", "emr", "emr-serverless", "sts"]
 

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "MARKET_SIGNALS_"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "conf" / "local.yaml"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -100,7 +100,7 @@ class SignalsConfig(_Section):
     allowed_lateness_seconds: int = Field(default=3600, ge=0)
 
     @model_validator(mode="after")
-    def _short_below_long(self) -> "SignalsConfig":
+    def _short_below_long(self) -> SignalsConfig:
         if self.sma_short >= self.sma_long:
             raise ValueError(f"sma_short ({self.sma_short}) must be smaller than sma_long ({self.sma_long})")
         return self
@@ -153,7 +153,10 @@ class EmrConfig(_Section):
     log_uri: str | None = None
     # EMR ships Delta; these paths put it on the classpath and its Python module on the path.
     delta_jars: list[str] = Field(
-        default_factory=lambda: ["/usr/share/aws/delta/lib/delta-spark.jar", "/usr/share/aws/delta/lib/delta-storage.jar"]
+        default_factory=lambda: [
+            "/usr/share/aws/delta/lib/delta-spark.jar",
+            "/usr/share/aws/delta/lib/delta-storage.jar",
+        ]
     )
     # EMR Serverless: a venv-pack archive (s3://.../venv.tar.gz) providing requirements-cluster.txt.
     venv_archive: str | None = None
@@ -199,7 +202,7 @@ class SimulatorConfig(_Section):
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
-    def _session_order(self) -> "SimulatorConfig":
+    def _session_order(self) -> SimulatorConfig:
         if self.session_open >= self.session_close:
             raise ValueError(f"session_open ({self.session_open}) must be before session_close ({self.session_close})")
         return self
@@ -229,7 +232,7 @@ class AppConfig(_Section):
     emr: EmrConfig = Field(default_factory=EmrConfig)
 
     @model_validator(mode="after")
-    def _deployable(self) -> "AppConfig":
+    def _deployable(self) -> AppConfig:
         problems = profile_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
@@ -253,7 +256,7 @@ def _s3_problem(key: str, value: str | None) -> str | None:
     return None
 
 
-def profile_problems(config: "AppConfig") -> list[str]:
+def profile_problems(config: AppConfig) -> list[str]:
     """Deployment rules that span sections: S3 locations with a bucket, TLS when the profile requires it."""
     problems = [
         problem
@@ -361,8 +364,8 @@ def _set_dotted(tree: dict[str, Any], dotted_key: str, raw_value: str, source: s
 def _env_overrides(environ: dict[str, str]) -> list[tuple[str, str]]:
     overrides = []
     for name, value in sorted(environ.items()):
-        if name.startswith(ENV_PREFIX) and "__" in name[len(ENV_PREFIX):]:
-            dotted = name[len(ENV_PREFIX):].lower().replace("__", ".")
+        if name.startswith(ENV_PREFIX) and "__" in name[len(ENV_PREFIX) :]:
+            dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
             overrides.append((dotted, value))
     return overrides
 

@@ -1,7 +1,7 @@
 """Parse and validate tick messages (v1 and legacy JSON) from Kafka records; pure DataFrame -> DataFrame.
 
 Every record comes out exactly once, either valid (``reject_reason`` NULL) or with the first failing check's
-reason code (see ``jobs.tables.REJECT_REASONS``) and a human-readable detail. Nothing here can throw on bad
+reason code (see ``jobs.pipeline.tables.REJECT_REASONS``) and a human-readable detail. Nothing here can throw on bad
 data under ANSI mode: JSON is parsed PERMISSIVE, and every conversion is a ``try_*`` form guarded by a check of
 the value's JSON type.
 
@@ -31,7 +31,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs.tables import TICKS, TICKS_QUARANTINE
+from jobs.pipeline.tables import TICKS, TICKS_QUARANTINE
 
 V1 = "v1"
 LEGACY = "legacy"
@@ -239,7 +239,7 @@ def _reject(df: DataFrame, max_message_bytes: int, source_timezone: str) -> Data
 def parse_records(records: DataFrame, max_message_bytes: int, source_timezone: str) -> DataFrame:
     """Every input record once: its columns plus the parsed tick fields and reject_reason/reject_detail.
 
-    ``records`` has the columns of ``jobs.tables.KAFKA_RECORD_SCHEMA``. Rejected rows keep whatever fields did
+    ``records`` has the columns of ``jobs.pipeline.tables.KAFKA_RECORD_SCHEMA``. Rejected rows keep whatever fields did
     parse (``symbol`` when it is a string, ``event_time`` when it parsed) for the quarantine table.
     """
     # Oversized values are not parsed at all: the limit bounds the parsing cost too.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from jobs.config import AppConfig, resolve_local_path
+from jobs.pipeline.config import AppConfig, resolve_local_path
 
 # Moto and MinIO accept any key pair; these are fixed placeholders, not credentials.
 _TEST_ACCESS_KEY = "testing"

@@ -56,20 +56,17 @@ def with_signals(ticks: DataFrame, sma_short: int = 9, sma_long: int = 21) -> Da
         .withColumn("sma_long", _trailing_mean(F.col("close"), by_time, sma_long))
         .withColumn("prev_volume", F.lag("volume").over(by_time))
     )
-    return (
-        with_averages.withColumn(
-            "signal",
-            signal_label(F.col("sma_short"), F.col("sma_long"), F.col("volume"), F.col("prev_volume")),
-        )
-        .withColumn(
-            "crossover",
-            crossover_label(
-                F.col("sma_short"),
-                F.col("sma_long"),
-                F.lag("sma_short").over(by_time),
-                F.lag("sma_long").over(by_time),
-            ),
-        )
+    return with_averages.withColumn(
+        "signal",
+        signal_label(F.col("sma_short"), F.col("sma_long"), F.col("volume"), F.col("prev_volume")),
+    ).withColumn(
+        "crossover",
+        crossover_label(
+            F.col("sma_short"),
+            F.col("sma_long"),
+            F.lag("sma_short").over(by_time),
+            F.lag("sma_long").over(by_time),
+        ),
     )
 
 

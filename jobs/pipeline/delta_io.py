@@ -6,8 +6,8 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.config import AppConfig
-from jobs.tables import ALL_TABLES, SIGNAL_STATE, SIGNALS, TableSpec
+from jobs.pipeline.config import AppConfig
+from jobs.pipeline.tables import ALL_TABLES, SIGNAL_STATE, SIGNALS, TableSpec
 
 # Readers such as Athena and delta-rs need the default protocol: no deletion vectors, no column mapping.
 TABLE_PROPERTIES = {

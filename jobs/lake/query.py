@@ -1,0 +1,253 @@
+"""Run Athena SQL locally: the Delta tables and the sql/ views on an embedded DuckDB.
+
+    python -m jobs.query --config conf/local.yaml "SELECT * FROM v_latest_signals ORDER BY symbol"
+    python -m jobs.query --format csv "SELECT * FROM v_signals WHERE symbol = 'SYM001'" > sym001.csv
+
+The Delta tables under storage.root (a local path, or S3 through s3.endpoint) are read offline with
+deltalake and registered under their table names; every view in sql/ is translated from Trino to DuckDB
+with sqlglot at start-up and created in dependency order. A view that does not translate is an error
+naming it: the local result is never that of a silently different query. Queries are Trino SQL too
+(`--dialect duckdb` for DuckDB's own).
+
+Window lengths: the views' `params` CTE must equal signals.sma_short/sma_long of the configuration, or
+the runner refuses; `--substitute-windows` runs the views with the configured lengths instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from jobs.lake.delta_log import open_delta_table
+from jobs.lake.sql_views import (
+    LOCAL_DIALECT,
+    SOURCE_DIALECT,
+    SQL_DIR,
+    ViewError,
+    Windows,
+    check_windows,
+    load_views,
+    referenced_names,
+    translate_query,
+    translate_view,
+)
+from jobs.pipeline.config import AppConfig, ConfigError, add_config_arguments, config_from_args
+
+FORMATS = ("table", "csv", "json")
+
+
+class QueryError(RuntimeError):
+    """A query that cannot run locally; the message names the table or view at fault."""
+
+
+@dataclass
+class LocalEngine:
+    """A DuckDB connection with the Delta tables and the sql/ views registered."""
+
+    connection: duckdb.DuckDBPyConnection
+    tables: dict[str, str] = field(default_factory=dict)  # name -> location
+    missing_tables: dict[str, str] = field(default_factory=dict)  # name -> location without a Delta table
+    views: list[str] = field(default_factory=list)
+    unavailable_views: dict[str, str] = field(default_factory=dict)  # name -> why
+    notes: list[str] = field(default_factory=list)
+
+    def _check_available(self, sql: str, dialect: str) -> None:
+        for name in sorted(referenced_names(sql, dialect)):
+            if name in self.missing_tables:
+                raise QueryError(f"table {name} does not exist yet at {self.missing_tables[name]}")
+            if name in self.unavailable_views:
+                raise QueryError(f"view {name} is not available: {self.unavailable_views[name]}")
+
+    def query(self, sql: str, dialect: str = SOURCE_DIALECT) -> pd.DataFrame:
+        """Run one query (Trino SQL unless dialect says otherwise) and return its rows."""
+        self._check_available(sql, dialect)
+        try:
+            local_sql = sql if dialect == LOCAL_DIALECT else translate_query(sql, read=dialect)
+        except ValueError as exc:
+            raise QueryError(f"query: {exc}") from None
+        try:
+            return arrow_to_pandas(self.connection.sql(local_sql).to_arrow_table())
+        except duckdb.Error as exc:
+            raise QueryError(f"query failed: {exc}") from None
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+_NULLABLE_INTEGERS = {
+    pa.int8(): pd.Int8Dtype(),
+    pa.int16(): pd.Int16Dtype(),
+    pa.int32(): pd.Int32Dtype(),
+    pa.int64(): pd.Int64Dtype(),
+}
+
+
+def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Rows as pandas with SQL types kept: nullable integers (not floats), dates as dates, UTC timestamps."""
+    return table.to_pandas(types_mapper=_NULLABLE_INTEGERS.get, date_as_object=True)
+
+
+def _config_windows(config: AppConfig) -> Windows:
+    return Windows(sma_short=config.signals.sma_short, sma_long=config.signals.sma_long)
+
+
+def open_local_engine(
+    config: AppConfig,
+    *,
+    sql_dir: Path = SQL_DIR,
+    substitute_windows: bool = False,
+) -> LocalEngine:
+    """Register the existing Delta tables and create every view; raise ViewError for a bad view."""
+    from jobs.pipeline.tables import PUBLIC_TABLES
+
+    views = load_views(sql_dir)
+    windows = _config_windows(config)
+    if not substitute_windows:
+        check_windows(views, windows)
+
+    connection = duckdb.connect(":memory:")
+    # Delta timestamps are UTC instants; show them in UTC as Athena does.
+    connection.execute("SET TimeZone = 'UTC'")
+    engine = LocalEngine(connection)
+    for spec in PUBLIC_TABLES:
+        location = config.table_path(spec.name)
+        table = open_delta_table(config, spec.name)
+        if table is None:
+            engine.missing_tables[spec.name] = location
+            engine.notes.append(f"table {spec.name}: no Delta table at {location} (skipped)")
+            continue
+        connection.register(spec.name, table.to_pyarrow_dataset())
+        engine.tables[spec.name] = location
+
+    for view in views:
+        blocked = sorted(
+            ref for ref in view.references if ref in engine.missing_tables or ref in engine.unavailable_views
+        )
+        if blocked:
+            engine.unavailable_views[view.name] = f"it reads {', '.join(blocked)}, which does not exist yet"
+            engine.notes.append(f"view {view.name}: not created, reads missing {', '.join(blocked)}")
+            continue
+        statement = translate_view(view, LOCAL_DIALECT, windows if substitute_windows else None)
+        try:
+            connection.execute(statement)
+        except duckdb.Error as exc:
+            raise ViewError(f"{view.file_name}: translated view fails on DuckDB: {exc}") from None
+        engine.views.append(view.name)
+    return engine
+
+
+def local_connection(config: AppConfig, **options: Any) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the Delta tables and the views registered (see open_local_engine)."""
+    return open_local_engine(config, **options).connection
+
+
+def run_query(config: AppConfig, sql: str, *, dialect: str = SOURCE_DIALECT, **options: Any) -> pd.DataFrame:
+    """Run one query against the local tables and views and return its rows."""
+    engine = open_local_engine(config, **options)
+    try:
+        return engine.query(sql, dialect)
+    finally:
+        engine.close()
+
+
+def format_result(frame: pd.DataFrame, output_format: str) -> str:
+    if output_format == "csv":
+        # Full precision: rounding is presentation only, and CSV is data.
+        return frame.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ", float_format="%.17g")
+    if output_format == "json":
+        return frame.to_json(orient="records", date_format="iso", date_unit="us", double_precision=15, indent=1) + "\n"
+    from tabulate import tabulate
+
+    # NaN, NA and NaT all print as NULL, like SQL shows them.
+    display = frame.astype(object).where(frame.notna(), None)
+    rendered = tabulate(display, headers="keys", tablefmt="simple", showindex=False, floatfmt=".4f", missingval="NULL")
+    return f"{rendered}\n({len(frame)} row{'s' if len(frame) != 1 else ''})\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.query",
+        description=(
+            "Run Athena (Trino) SQL locally over the Delta tables and the views in sql/, on DuckDB. "
+            "Tables: raw_ticks, ticks, ticks_quarantine, signals, pipeline_metrics. "
+            "Views: v_signals, v_latest_signals, v_crossovers, v_signal_summary."
+        ),
+        epilog='example: python -m jobs.query "SELECT symbol, signal FROM v_latest_signals ORDER BY symbol"',
+    )
+    add_config_arguments(parser)
+    parser.add_argument("sql", nargs="?", help="the query (or use --file); Trino SQL unless --dialect duckdb")
+    parser.add_argument("-f", "--file", help="read the query from this file ('-' for stdin)")
+    parser.add_argument("--format", choices=FORMATS, default="table", help="output: table (default), csv or json")
+    parser.add_argument(
+        "--dialect",
+        choices=(SOURCE_DIALECT, LOCAL_DIALECT),
+        default=SOURCE_DIALECT,
+        help="dialect of the query: trino (Athena's, default; translated like the views) or duckdb",
+    )
+    parser.add_argument(
+        "--substitute-windows",
+        action="store_true",
+        help="run the views with signals.sma_short/sma_long from the config instead of refusing when they "
+        "differ from the views' params (the deployed views keep theirs)",
+    )
+    parser.add_argument("--list", action="store_true", help="list the registered tables and views, then exit")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no notes on stderr about skipped tables")
+    return parser
+
+
+def _read_sql(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    if args.file and args.sql:
+        parser.error("give the query either as an argument or with --file, not both")
+    if args.file:
+        return sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+    if not args.sql:
+        parser.error("no query given (pass it as an argument, with --file, or use --list)")
+    return args.sql
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    sql = None if args.list else _read_sql(args, parser)
+    try:
+        config = config_from_args(args)
+        engine = open_local_engine(config, substitute_windows=args.substitute_windows)
+    except (ConfigError, ViewError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # storage failures (S3 unreachable, corrupt log): one line, not a traceback
+        print(f"error: cannot open the Delta tables: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if not args.quiet:
+            for note in engine.notes:
+                print(f"note: {note}", file=sys.stderr)
+        if args.list:
+            for name, location in engine.tables.items():
+                print(f"table {name:<18} {location}")
+            for name in engine.views:
+                print(f"view  {name}")
+            for name, why in engine.unavailable_views.items():
+                print(f"view  {name:<18} unavailable: {why}")
+            return 0
+        assert sql is not None
+        try:
+            frame = engine.query(sql, args.dialect)
+        except QueryError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        sys.stdout.write(format_result(frame, args.format))
+        return 0
+    finally:
+        engine.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
