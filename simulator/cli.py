@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m simulator",
         description="Market tick simulator: a seeded synthetic live feed (run) or a CSV replay (replay) into Kafka. "
-        "Message formats: DESIGN.md. Exit code 0 when every record was delivered, 1 when any failed, "
+        "Message formats: docs/design.md. Exit code 0 when every record was delivered, 1 when any failed, "
         "2 for bad input.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{run,replay}")

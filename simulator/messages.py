@@ -1,4 +1,4 @@
-"""Tick messages as Kafka record values: version 1 and the original system's legacy JSON (see DESIGN.md).
+"""Tick messages as Kafka record values: version 1 and the original system's legacy JSON (see docs/design.md).
 
 Encoding works on whole batches: timestamps are formatted by numpy in one call, and each value is one
 f-string, which keeps the per-message cost far below the Kafka client's own.

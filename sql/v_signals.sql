@@ -1,4 +1,4 @@
--- v_signals: the signal definition of DESIGN.md ("Signal semantics") computed from `ticks`, one row per tick.
+-- v_signals: the signal definition of docs/design.md ("The signal definition") computed from `ticks`, one row per tick.
 -- Columns (named and typed like the `signals` Delta table the streaming job writes):
 --   symbol varchar, event_time timestamp, event_date date, close double, volume bigint,
 --   sma_short double, sma_long double, prev_volume bigint, signal varchar, crossover varchar

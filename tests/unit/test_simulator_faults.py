@@ -35,7 +35,7 @@ FAULTS = [
 
 
 def classify(records: list[tuple[bytes, bytes]]) -> Counter:
-    """What a consumer applying DESIGN.md would conclude, record by record, in arrival order."""
+    """What a consumer applying docs/design.md would conclude, record by record, in arrival order."""
     counts: Counter = Counter()
     first: dict[tuple[str, int], bytes] = {}
     latest: dict[str, int] = {}

@@ -1,4 +1,4 @@
-"""The views, run locally over a small local Delta `ticks` table, against DESIGN.md's signal definition."""
+"""The views, run locally over a small local Delta `ticks` table, against the signal definition of docs/design.md."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def local_config(root: Path, *overrides: str) -> AppConfig:
 
 
 def expected_signals(rows: list[tuple[str, datetime, float, int]], short: int, long: int) -> pd.DataFrame:
-    """DESIGN.md's definition, written out plainly."""
+    """The definition of docs/design.md, written out plainly."""
     out = []
     for symbol in sorted({r[0] for r in rows}):
         ticks = sorted((r for r in rows if r[0] == symbol), key=lambda r: r[1])

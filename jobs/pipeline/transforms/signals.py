@@ -1,4 +1,4 @@
-"""The one definition of the signal logic (DESIGN.md, "Signal semantics"), as pure DataFrame functions.
+"""The one definition of the signal logic (docs/design.md, "The signal definition"), as pure DataFrame functions.
 
 `sql/v_signals.sql` states the same definition for Athena; tests prove the two agree row for row.
 """
