@@ -55,15 +55,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def ensure_port_free(port: int, service: str) -> None:
+def port_bind_error(port: int) -> str | None:
+    """Why a server could not bind `port` on loopback now, or None when it could.
+
+    Binds the way servers do (Kafka, moto, Trino: SO_REUSEADDR), so connections of a stopped server still in
+    TIME_WAIT do not count as taken; a listener, or a socket bound without SO_REUSEADDR, still does.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((LOCALHOST, port))
         except OSError as exc:
-            raise ServiceError(
-                f"{service}: port {port} on {LOCALHOST} is already taken ({exc.strerror}); "
-                f"stop what uses it (`make down`, or `ss -ltnp 'sport = :{port}'`) or choose another port"
-            ) from None
+            return exc.strerror or str(exc)
+    return None
+
+
+def ensure_port_free(port: int, service: str) -> None:
+    reason = port_bind_error(port)
+    if reason is not None:
+        raise ServiceError(
+            f"{service}: port {port} on {LOCALHOST} is already taken ({reason}); "
+            f"stop what uses it (`make down`, or `ss -ltnp 'sport = :{port}'`) or choose another port"
+        )
 
 
 def _port_accepts(port: int) -> bool:

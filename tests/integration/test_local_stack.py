@@ -72,3 +72,39 @@ def test_taken_port_is_a_clear_error(tmp_path: Path) -> None:
 def test_missing_jars_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ServiceError, match="no broker jars in .*run `make setup` first"):
         start_kafka(free_port(), free_port(), tmp_path, tmp_path / "no-jars")
+
+
+def _time_wait_port() -> int:
+    """A port whose only socket is in TIME_WAIT: the server side closed a connection first, then stopped listening.
+
+    The listener sets SO_REUSEADDR as servers do (Kafka's acceptor, moto's werkzeug); its connections inherit it.
+    """
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port), timeout=5)
+        accepted, _ = listener.accept()
+        accepted.close()  # the server closes first: its side of the connection ends in TIME_WAIT
+        client.recv(1)  # wait for the FIN
+        client.close()
+    return port
+
+
+def test_time_wait_sockets_do_not_make_a_port_look_taken() -> None:
+    port = _time_wait_port()
+    with socket.socket() as plain:  # what the check used to do: bind without SO_REUSEADDR
+        with pytest.raises(OSError):
+            plain.bind(("127.0.0.1", port))
+    local_stack.ensure_port_free(port, "kafka")  # a broker binds it with SO_REUSEADDR, so the port is free
+
+
+def test_a_listener_is_still_refused_even_with_reuseaddr() -> None:
+    with socket.socket() as blocker:
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        with pytest.raises(ServiceError, match=f"kafka: port {port} on 127.0.0.1 is already taken"):
+            local_stack.ensure_port_free(port, "kafka")
