@@ -1,4 +1,9 @@
-"""Shared fixtures: one real Kafka broker and one moto server per session on free ports, one SparkSession."""
+"""Shared fixtures: one SparkSession per session (no services), and the services integration tests ask for.
+
+Unit tests use `spark` alone and start nothing else. Integration tests get a real Kafka broker (`kafka_broker`)
+and a moto server (`moto_server`, through `base_config` / `make_config`), each started once per session on a free
+port, only when a test asks for it.
+"""
 
 from __future__ import annotations
 
@@ -40,8 +45,15 @@ def kafka_broker(services_dir: Path) -> Iterator[ServiceHandle]:
 
 
 @pytest.fixture(scope="session")
-def moto_server(services_dir: Path) -> Iterator[ServiceHandle]:
-    handle = start_moto(free_port(), services_dir)
+def moto_port() -> int:
+    """The port moto listens on once an integration test starts it; reserved up front so that the one
+    SparkSession can point S3A at it without starting moto for unit tests."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def moto_server(services_dir: Path, moto_port: int) -> Iterator[ServiceHandle]:
+    handle = start_moto(moto_port, services_dir)
     try:
         yield handle
     finally:
@@ -49,18 +61,16 @@ def moto_server(services_dir: Path) -> Iterator[ServiceHandle]:
 
 
 @pytest.fixture(scope="session")
-def base_config(tmp_path_factory: pytest.TempPathFactory, moto_server: ServiceHandle) -> AppConfig:
-    """The local profile pointed at session-private folders and the session's moto server.
-
-    Kafka is not part of it so that tests without a broker do not start one; see `make_config`.
-    """
+def local_config(tmp_path_factory: pytest.TempPathFactory, moto_port: int) -> AppConfig:
+    """The local profile pointed at session-private folders; S3 points at `moto_port`, where nothing runs until
+    an integration test asks for `moto_server`. Starts no service."""
     root = tmp_path_factory.mktemp("lake")
     return load_config(
         REPO_ROOT / "conf" / "local.yaml",
         [
             f"storage.root={root / 'delta'}",
             f"storage.checkpoint_root={root / 'checkpoints'}",
-            f"s3.endpoint=http://127.0.0.1:{moto_server.port}",
+            f"s3.endpoint=http://127.0.0.1:{moto_port}",
             "s3.path_style_access=true",
             "s3.use_test_credentials=true",
             "spark.shuffle_partitions=2",
@@ -71,8 +81,19 @@ def base_config(tmp_path_factory: pytest.TempPathFactory, moto_server: ServiceHa
 
 
 @pytest.fixture(scope="session")
-def spark(base_config: AppConfig) -> Iterator[SparkSession]:
-    session = build_spark(base_config)
+def base_config(local_config: AppConfig, moto_server: ServiceHandle) -> AppConfig:
+    """`local_config` with its moto server running (S3, Glue, Athena).
+
+    Kafka is not part of it so that tests without a broker do not start one; see `make_config`.
+    """
+    assert local_config.s3.endpoint == f"http://127.0.0.1:{moto_server.port}"
+    return local_config
+
+
+@pytest.fixture(scope="session")
+def spark(local_config: AppConfig) -> Iterator[SparkSession]:
+    """One SparkSession for the whole session (Delta, the resolved jars, S3A towards `moto_port`)."""
+    session = build_spark(local_config)
     try:
         yield session
     finally:
