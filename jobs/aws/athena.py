@@ -1,12 +1,17 @@
-"""Deploy the views in sql/ to Athena.
+"""Deploy the views in sql/ to Athena, or to the local Trino that stands in for it.
 
     python -m jobs.athena deploy --config conf/aws.yaml [--view v_signals ...] [--dry-run]
+    python -m jobs.athena deploy --engine trino      # the same statements on `make up TRINO=1`'s Trino
 
 Each view is created or replaced with StartQueryExecution (database `glue.database`, workgroup
 `athena.workgroup`, results under `athena.output_location` when set, otherwise the workgroup's), in
 dependency order (v_signals before the views that read it), waiting for each to finish. A failed
 statement stops the deployment with Athena's own error message and the view's file name.
 Run `python -m jobs.catalog sync` first: the views read the Glue tables.
+
+`--engine trino` sends the very same statements, in the same order, to Trino (trino.host:trino.port) in
+catalog `trino.catalog` (awsdatacatalog) and schema `glue.database`; Trino stores the views in the Glue
+catalog the way Athena does.
 """
 
 from __future__ import annotations
@@ -121,6 +126,40 @@ def deploy_views(
     return results
 
 
+def deploy_views_trino(
+    config: AppConfig,
+    views: list[View] | None = None,
+    *,
+    engine: Any = None,
+    clock: Callable[[], float] = time.monotonic,
+    progress: Callable[[DeployResult], None] | None = None,
+) -> list[DeployResult]:
+    """The statements deploy_views sends to Athena, run on Trino in order; DeployError on the first failure."""
+    from jobs.lake.trino import TrinoQueryError, connect
+
+    views = load_views(SQL_DIR) if views is None else views
+    check_windows(views, Windows(config.signals.sma_short, config.signals.sma_long))
+    own = engine is None
+    engine = engine or connect(config)
+    results = []
+    try:
+        for view in views:
+            started = clock()
+            try:
+                query_id = engine.execute(view.statement)
+            except TrinoQueryError as exc:
+                hint = " (register the tables first: python -m jobs.catalog sync)" if "NOT_FOUND" in str(exc) else ""
+                raise DeployError(f"{view.file_name}: Trino: {exc}{hint}") from None
+            result = DeployResult(view.name, view.file_name, query_id, "SUCCEEDED", clock() - started)
+            if progress:
+                progress(result)
+            results.append(result)
+    finally:
+        if own:
+            engine.close()
+    return results
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m jobs.athena",
@@ -143,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="only this view and the views it reads (repeatable)",
     )
+    deploy.add_argument(
+        "--engine",
+        choices=("athena", "trino"),
+        default="athena",
+        help="athena (default): StartQueryExecution; trino: the same statements on the local Trino "
+        "(make up TRINO=1) in catalog trino.catalog, schema glue.database",
+    )
     deploy.add_argument("--dry-run", action="store_true", help="print the statements in order, send nothing")
     deploy.add_argument("--sql-dir", default=str(SQL_DIR), help=argparse.SUPPRESS)
     return parser
@@ -159,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"-- {view.file_name} (database {config.glue.database}, workgroup {config.athena.workgroup})")
                 print(f"{view.statement};\n")
             return 0
-        deploy_views(
+        deploy = deploy_views_trino if args.engine == "trino" else deploy_views
+        deploy(
             config,
             views,
             progress=lambda r: print(f"{r.view:<18} {r.state} in {r.seconds:.1f}s ({r.query_execution_id})"),

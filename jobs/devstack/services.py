@@ -340,7 +340,7 @@ def _write_state(state_dir: Path, handles: dict[str, ServiceHandle]) -> None:
     _state_file(state_dir).write_text(json.dumps({name: asdict(h) for name, h in handles.items()}, indent=2))
 
 
-def up(config: AppConfig, with_moto: bool = True) -> dict[str, ServiceHandle]:
+def up(config: AppConfig, with_moto: bool = True, with_trino: bool = False) -> dict[str, ServiceHandle]:
     services = config.services
     state_dir = resolve_local_path(services.state_dir)
     handles = {name: h for name, h in _read_state(state_dir).items() if _alive(h.pid)}
@@ -355,6 +355,12 @@ def up(config: AppConfig, with_moto: bool = True) -> dict[str, ServiceHandle]:
             )
         if with_moto and "moto" not in handles:
             handles["moto"] = start_moto(services.moto_port or free_port(), state_dir, services.start_timeout_seconds)
+        if with_trino and "trino" not in handles:
+            from jobs.devstack.trino import start_trino
+
+            moto = handles.get("moto")
+            endpoint = f"http://{LOCALHOST}:{moto.port}" if moto else None
+            handles["trino"] = start_trino(config, config.trino.port, state_dir, moto_endpoint=endpoint)
     finally:
         _write_state(state_dir, handles)
     return handles
@@ -387,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     up_parser.add_argument("--kafka-port", type=int, help="broker port (default services.kafka_port; 0 = free port)")
     up_parser.add_argument("--moto-port", type=int, help="moto port (default services.moto_port; 0 = free port)")
     up_parser.add_argument("--no-moto", action="store_true", help="start the Kafka broker only")
+    up_parser.add_argument("--trino", action="store_true", help="also start Trino on moto's Glue and S3 (Athena views)")
+    up_parser.add_argument("--trino-port", type=int, help="Trino port (default trino.port; 0 = free port)")
     commands.add_parser("down", parents=[common], help="stop every service started by `up`")
     commands.add_parser("status", parents=[common], help="show what runs, on which port, and where it logs")
     args = parser.parse_args(argv)
@@ -397,7 +405,10 @@ def main(argv: list[str] | None = None) -> int:
                 config.services.kafka_port = args.kafka_port
             if args.moto_port is not None:
                 config.services.moto_port = args.moto_port
-            for name, handle in up(config, with_moto=not args.no_moto).items():
+            if args.trino_port is not None:
+                config.trino.port = args.trino_port or free_port()
+            trino = args.trino or args.trino_port is not None
+            for name, handle in up(config, with_moto=not args.no_moto, with_trino=trino).items():
                 print(f"{name:6} running  {handle.address:16} pid {handle.pid:<7} log {handle.log_file}")
         elif args.command == "down":
             stopped = down(config)

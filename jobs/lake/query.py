@@ -1,7 +1,13 @@
-"""Run Athena SQL locally: the Delta tables and the sql/ views on an embedded DuckDB.
+"""Run Athena SQL locally: the Delta tables and the sql/ views on an embedded DuckDB (default) or on Trino.
 
     python -m jobs.query --config conf/local.yaml "SELECT * FROM v_latest_signals ORDER BY symbol"
     python -m jobs.query --format csv "SELECT * FROM v_signals WHERE symbol = 'SYM001'" > sym001.csv
+    python -m jobs.query --engine trino "SELECT * FROM v_latest_signals ORDER BY symbol"
+
+Two engines, one output. `--engine duckdb` (the default) needs no server: it is described below.
+`--engine trino` sends the query unchanged to a Trino server (`make up TRINO=1`), Athena's own engine,
+which reads the tables registered in Glue (`python -m jobs.catalog sync`) and the views deployed there
+(`python -m jobs.athena deploy --engine trino`); see jobs.lake.trino.
 
 The Delta tables under storage.root (a local path, or S3 through s3.endpoint) are read offline with
 deltalake and registered under their table names; every view in sql/ is translated from Trino to DuckDB
@@ -41,6 +47,7 @@ from jobs.lake.sql_views import (
 from jobs.pipeline.config import AppConfig, ConfigError, add_config_arguments, config_from_args
 
 FORMATS = ("table", "csv", "json")
+ENGINES = ("duckdb", "trino")
 
 
 class QueryError(RuntimeError):
@@ -148,11 +155,28 @@ def local_connection(config: AppConfig, **options: Any) -> duckdb.DuckDBPyConnec
     return open_local_engine(config, **options).connection
 
 
-def run_query(config: AppConfig, sql: str, *, dialect: str = SOURCE_DIALECT, **options: Any) -> pd.DataFrame:
-    """Run one query against the local tables and views and return its rows."""
+def run_query(
+    config: AppConfig, sql: str, *, dialect: str = SOURCE_DIALECT, engine_name: str = "duckdb", **options: Any
+) -> pd.DataFrame:
+    """Run one query against the tables and views and return its rows (engine_name: duckdb or trino)."""
+    if engine_name == "trino":
+        return run_trino_query(config, sql)
     engine = open_local_engine(config, **options)
     try:
         return engine.query(sql, dialect)
+    finally:
+        engine.close()
+
+
+def run_trino_query(config: AppConfig, sql: str) -> pd.DataFrame:
+    """Run one Athena query on Trino (trino.host:trino.port), in trino.catalog and glue.database."""
+    from jobs.lake.trino import TrinoQueryError, connect
+
+    engine = connect(config)
+    try:
+        return engine.query(sql)
+    except TrinoQueryError as exc:
+        raise QueryError(f"trino: {exc}") from None
     finally:
         engine.close()
 
@@ -175,13 +199,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m jobs.query",
         description=(
-            "Run Athena (Trino) SQL locally over the Delta tables and the views in sql/, on DuckDB. "
-            "Tables: raw_ticks, ticks, ticks_quarantine, signals, pipeline_metrics. "
-            "Views: v_signals, v_latest_signals, v_crossovers, v_signal_summary."
+            "Run Athena (Trino) SQL over the Delta tables and the views in sql/.\n"
+            "Tables: raw_ticks, ticks, ticks_quarantine, signals, pipeline_metrics.\n"
+            "Views:  v_signals, v_latest_signals, v_crossovers, v_signal_summary.\n\n"
+            "Engines:\n"
+            "  duckdb (default)  embedded, no server: reads the Delta tables under storage.root directly and\n"
+            "                    creates the views of sql/ translated to DuckDB.\n"
+            "  trino             Athena's engine: the query runs unchanged on a Trino server (make up TRINO=1,\n"
+            "                    trino.host:trino.port) through the Glue catalog (catalog trino.catalog, schema\n"
+            "                    glue.database): the tables `python -m jobs.catalog sync` registered and the\n"
+            "                    views `python -m jobs.athena deploy --engine trino` created."
         ),
-        epilog='example: python -m jobs.query "SELECT symbol, signal FROM v_latest_signals ORDER BY symbol"',
+        epilog=(
+            'examples: python -m jobs.query "SELECT symbol, signal FROM v_latest_signals ORDER BY symbol"\n'
+            '          python -m jobs.query --engine trino --format csv "SELECT * FROM v_signals"'
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_arguments(parser)
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="duckdb",
+        help="duckdb (default): embedded, over the Delta tables and sql/ views; trino: Athena's engine on the "
+        "local Trino server, through the Glue catalog and the deployed views",
+    )
     parser.add_argument("sql", nargs="?", help="the query (or use --file); Trino SQL unless --dialect duckdb")
     parser.add_argument("-f", "--file", help="read the query from this file ('-' for stdin)")
     parser.add_argument("--format", choices=FORMATS, default="table", help="output: table (default), csv or json")
@@ -212,10 +254,43 @@ def _read_sql(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
     return args.sql
 
 
+def _main_trino(args: argparse.Namespace, sql: str | None) -> int:
+    from jobs.lake.trino import TrinoQueryError, connect
+
+    try:
+        config = config_from_args(args)
+        # The deployed views must be the ones of sql/: same rule as for the embedded engine.
+        check_windows(load_views(SQL_DIR), _config_windows(config))
+    except (ConfigError, ViewError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    engine = connect(config)
+    try:
+        if args.list:
+            for name, kind in engine.relations().items():
+                print(f"{kind:<5} {name}")
+            return 0
+        assert sql is not None
+        frame = engine.query(sql)
+    except TrinoQueryError as exc:
+        print(f"error: trino: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.close()
+    sys.stdout.write(format_result(frame, args.format))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     sql = None if args.list else _read_sql(args, parser)
+    if args.engine == "trino":
+        if args.dialect != SOURCE_DIALECT:
+            parser.error("--dialect duckdb needs --engine duckdb: Trino runs Athena SQL only")
+        if args.substitute_windows:
+            parser.error("--substitute-windows needs --engine duckdb: Trino runs the views as deployed")
+        return _main_trino(args, sql)
     try:
         config = config_from_args(args)
         engine = open_local_engine(config, substitute_windows=args.substitute_windows)

