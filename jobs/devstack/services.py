@@ -27,6 +27,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import psutil
+
 from jobs.pipeline.config import AppConfig, ConfigError, add_config_arguments, config_from_args, resolve_local_path
 
 LOCALHOST = "127.0.0.1"
@@ -79,10 +81,14 @@ def ensure_port_free(port: int, service: str) -> None:
         )
 
 
-def _port_accepts(port: int) -> bool:
+def port_accepts(port: int) -> bool:
+    """Whether something accepts TCP connections on `port` of loopback (waits at most 0.5 s)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((LOCALHOST, port)) == 0
+
+
+_port_accepts = port_accepts
 
 
 def _alive(pid: int) -> bool:
@@ -100,48 +106,75 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _log_tail(log_file: Path, lines: int = 15) -> str:
+def log_tail(log_file: Path | str, lines: int = 15) -> str:
+    """The last `lines` lines of a log file, for error messages."""
     try:
-        content = log_file.read_text(errors="replace").splitlines()
+        content = Path(log_file).read_text(errors="replace").splitlines()
     except OSError:
         return "(no log)"
     return "\n".join(content[-lines:])
 
 
+_log_tail = log_tail
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
 def stop_process(pid: int, timeout: float = 20.0) -> None:
-    """SIGTERM the process group, wait, then SIGKILL what is left."""
+    """SIGTERM the process group, wait, then SIGKILL what is left, including descendants that left the group."""
     if not _alive(pid):
         return
+    descendants = _descendants(pid)
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return
-        time.sleep(0.2)
     try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    for _ in range(50):
-        if not _alive(pid):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                return
+            time.sleep(0.2)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
             return
-        time.sleep(0.1)
+        for _ in range(50):
+            if not _alive(pid):
+                return
+            time.sleep(0.1)
+    finally:
+        for child in descendants:
+            try:
+                child.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(descendants, timeout=5)
 
 
-def _spawn(command: list[str], log_file: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    command: list[str], log_file: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `command` in its own process group (stopped as a whole, survives the launcher), output to `log_file`."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
         return subprocess.Popen(
             command,
+            cwd=cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            start_new_session=True,  # own process group: stopped as a whole, survives the launcher
+            start_new_session=True,
             env=env,
         )
+
+
+_spawn = spawn
 
 
 def _java() -> str:
