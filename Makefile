@@ -21,6 +21,7 @@ help:
 	@echo "make up TRINO=1        the same plus Trino (localhost:8080) on moto's Glue and S3: the Athena views locally"
 	@echo "make trino             resolve the Trino server into .trino/ (part of make setup)"
 	@echo "make demo              run the pipeline end to end on the embedded default (~2 min; ARGS=\"--duration 30\")"
+	@echo "make board             live signal board in the browser (http://127.0.0.1:8050; ARGS=\"--set storage.root=.local/demo/delta\")"
 	@echo "make simulate ARGS=... market simulator (python -m simulator run), e.g. ARGS=\"--count 12000 --speed max --seed 1\""
 	@echo "make stream ARGS=...   the streaming job (python -m jobs.stream_signals), e.g. ARGS=--once"
 	@echo "make submit-local ARGS=...  the streaming job through spark-submit with the resolved jars"
@@ -29,7 +30,7 @@ help:
 	@echo "make package           build the EMR artifact in dist/ (zip for --py-files, entry script, profile, --packages)"
 	@echo "make submit ARGS=...   package, then submit to EMR (python -m jobs.emr submit --config conf/aws.yaml ARGS)"
 
-setup: prerequisites $(VENV)/.installed .jars/.resolved $(TRINO_DIR)/.resolved
+setup: prerequisites $(VENV)/.installed .jars/.resolved $(TRINO_DIR)/.resolved browser
 	@echo "setup complete: $(VENV) and .jars/ are ready"
 
 prerequisites:
@@ -103,6 +104,22 @@ bench-simulator: setup
 
 demo: setup
 	$(PY) -m jobs.demo $(ARGS)
+
+.PHONY: board browser
+
+board: setup
+	$(PY) -m jobs.board $(ARGS)
+
+# Headless Chromium and its driver for the board's browser tests: Debian's packages, installed once (root or sudo).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+	  echo "installing chromium and chromium-driver (Debian packages) for the browser tests"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	      --no-install-recommends chromium chromium-driver; } >/dev/null 2>&1 \
+	  || { echo "error: apt-get could not install chromium chromium-driver (run it as root)"; exit 1; }; \
+	else echo "error: chromium and chromedriver not found: install them (Debian: apt-get install chromium chromium-driver)"; exit 1; fi
 
 clean: down
 	rm -rf .local

@@ -140,6 +140,26 @@ class AthenaConfig(_Section):
     query_timeout_seconds: int = Field(default=300, ge=1)
 
 
+class BoardConfig(_Section):
+    """The live signal board (`python -m jobs.board`): where it listens and how it follows the tables."""
+
+    host: str = "127.0.0.1"
+    # 0: a free port, printed at start.
+    port: int = Field(default=8050, ge=0, le=65535)
+    # How often the page asks for news, and the least time between two reads of the Delta logs.
+    refresh_seconds: float = Field(default=2.0, gt=0, le=60)
+    # Ticks per symbol kept for the chart (the newest ones).
+    chart_ticks: int = Field(default=300, ge=10, le=100000)
+    # At start, only the signals of the newest N days of event_date partitions are read (null: all).
+    initial_days: int | None = Field(default=7, ge=1)
+    # A crossover written by the job less than this long ago is highlighted as new.
+    highlight_seconds: int = Field(default=120, ge=1)
+    # Quarantined records are counted by reason over this window of ingest time.
+    quarantine_window_seconds: int = Field(default=3600, ge=60)
+    # Crossovers listed in the "recent crossovers" panel.
+    crossovers_shown: int = Field(default=25, ge=1, le=1000)
+
+
 class EmrConfig(_Section):
     """Defaults of `python -m jobs.emr submit` (each is also a command-line option)."""
 
@@ -243,6 +263,7 @@ class AppConfig(_Section):
     stream: StreamConfig = Field(default_factory=StreamConfig)
     glue: GlueConfig = Field(default_factory=GlueConfig)
     athena: AthenaConfig = Field(default_factory=AthenaConfig)
+    board: BoardConfig = Field(default_factory=BoardConfig)
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
     services: ServicesConfig = Field(default_factory=ServicesConfig)
     emr: EmrConfig = Field(default_factory=EmrConfig)
