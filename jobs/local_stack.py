@@ -1,4 +1,4 @@
-"""`python -m jobs.local_stack`: start, stop and inspect the local services (the code lives in jobs.devstack.services)."""
+"""`python -m jobs.local_stack`: start, stop and inspect the local services (code: jobs.devstack.services)."""
 
 import sys
 

@@ -11,7 +11,7 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -262,19 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
 # --- commands --------------------------------------------------------------------------------------------
 
 
-def _zone(config: AppConfig) -> ZoneInfo:
-    try:
-        return ZoneInfo(config.stream.source_timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise UsageError(f"stream.source_timezone {config.stream.source_timezone!r} is not a known time zone") from None
-
-
 def _seed(args: argparse.Namespace, config: AppConfig) -> int:
     if args.seed is not None:
         return args.seed
     if config.simulator.seed is not None:
         return config.simulator.seed
-    return int(np.random.SeedSequence().entropy % (2**63))
+    entropy = np.random.SeedSequence().entropy  # an int when drawn from the OS
+    assert isinstance(entropy, int)
+    return entropy % (2**63)
 
 
 def _generators(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
@@ -366,7 +361,7 @@ def execute(
 
     `sink` replaces Kafka (tests of the pure pipeline, benchmarks); by default --dry-run or a producer.
     """
-    zone = _zone(config)
+    zone = ZoneInfo(config.stream.source_timezone)  # validated when the configuration was loaded
     args.seeded = args.seed is not None or config.simulator.seed is not None
     seed = _seed(args, config)
     market_rng, fault_rng = _generators(seed)
@@ -400,7 +395,7 @@ def execute(
     return {
         "command": args.command,
         "topic": topic if kafka else None,
-        "idempotent_producer": sink.idempotent if kafka else None,
+        "idempotent_producer": sink.idempotent if isinstance(sink, TickProducer) else None,
         "format": message_format,
         "seed": seed,
         **result,

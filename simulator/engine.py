@@ -177,7 +177,11 @@ def stream_ticks(
                     break
                 values = encoder.encode_batch(piece.symbols, piece.ts_ms, piece.close, piece.volume)
                 piece_keys = [keys[symbol] for symbol in piece.symbols]
-                records = injector.process(piece, piece_keys, values) if injector else list(zip(piece_keys, values))
+                records = (
+                    injector.process(piece, piece_keys, values)
+                    if injector
+                    else list(zip(piece_keys, values, strict=True))
+                )
                 sink.send_many(records)
                 ticks += len(piece)
                 first_ts = int(piece.ts_ms[0]) if first_ts is None else first_ts

@@ -106,7 +106,7 @@ class Market:
         self._step_scale = self._vol * math.sqrt(dt)
         low, high = np.log(START_PRICE_RANGE[0]), np.log(START_PRICE_RANGE[1])
         drawn = np.exp(rng.uniform(low, high, count))  # drawn for all symbols so overrides do not shift the stream
-        self._log_price = np.log([s.start_price or p for s, p in zip(spec.symbols, drawn)])
+        self._log_price = np.log([s.start_price or p for s, p in zip(spec.symbols, drawn, strict=True)])
         self._volume_mean = np.array([s.volume_mean for s in spec.symbols])
         self._offsets = (np.arange(count, dtype=np.int64) * spec.interval_ms) // count
         self._rounds_per_chunk = max(1, CHUNK_TICKS // count)

@@ -74,12 +74,12 @@ class Encoder:
             stamps = format_v1_ts(ts_ms)
             return [
                 f'{{"v":1,"symbol":"{s}","ts":"{t}Z","close":{c!r},"volume":{v}}}'.encode()
-                for s, t, c, v in zip(symbols, stamps, closes, volumes)
+                for s, t, c, v in zip(symbols, stamps, closes, volumes, strict=True)
             ]
         stamps = format_legacy_ts(ts_ms, self.zone)
         return [
             f'{{"symbol":"{s}","Date-Time":"{t}","Close":{c!r},"Volume":{v}}}'.encode()
-            for s, t, c, v in zip(symbols, stamps, closes, volumes)
+            for s, t, c, v in zip(symbols, stamps, closes, volumes, strict=True)
         ]
 
     def fields(self, tick: Tick) -> dict[str, object]:

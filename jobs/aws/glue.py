@@ -137,7 +137,7 @@ def _matches(existing: Any, desired: Any) -> bool:
         return (
             isinstance(existing, list)
             and len(existing) == len(desired)
-            and all(_matches(have, want) for have, want in zip(existing, desired))
+            and all(_matches(have, want) for have, want in zip(existing, desired, strict=True))
         )
     return existing == desired
 

@@ -67,7 +67,7 @@ def source_comments(model: type[BaseModel]) -> dict[str, str]:
     body = tree.body[0].body  # type: ignore[attr-defined]
     for node in body:
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            above = []
+            above: list[str] = []
             index = node.lineno - 2
             while index >= 0 and lines[index].strip().startswith("#"):
                 above.insert(0, lines[index].strip().lstrip("#").strip())

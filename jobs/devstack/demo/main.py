@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     state_file = plan.data_dir / STATE_FILE
     processes = Processes(state_file)
     bootstrap = ""
+    board: Any = None
     previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
     code = 0
     try:
@@ -70,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
             ensure_s3(plan.config, services_dir, processes, say)
         create_topic(plan.config)
         console.print(f"kafka: topic {topic} on {bootstrap}")
+        if args.board:
+            from jobs.lake.board.app import start_board
+
+            board, note = start_board(plan.config)
+            console.print(f"[bold]signal board: {board.url}[/]" + (f" ({note})" if note else ""))
 
         run = run_pipeline(plan, processes, console)
         results = show_results(plan, run, console)
@@ -85,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         summary_file = plan.data_dir / "demo-summary.json"
         summary_file.write_text(json.dumps(summary, indent=2, default=str) + "\n")
         console.print(f"\nsummary: {summary_file}")
+        if board is not None and sys.stdin.isatty() and sys.stdout.isatty():
+            console.print(f"signal board still at {board.url} with the final tables: Ctrl-C stops it")
+            try:
+                while True:
+                    time.sleep(1)
+            except Interrupted:
+                pass
     except Interrupted as exc:
         console.print(f"\n[yellow]{exc}: stopping what the demo started[/]")
         code = 130
@@ -99,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
+            if board is not None:
+                board.stop()
             stopped = processes.stop_all()
             if bootstrap and "kafka" not in stopped:
                 delete_topic(bootstrap, plan.config.kafka.topic)

@@ -143,7 +143,7 @@ def run_pipeline(plan: Plan, processes: Processes, console: Any) -> dict[str, An
                 last_line = time.monotonic()
             if summary is not None and progress.records_read >= summary["sent"]:
                 break
-            if drain_deadline is not None and time.monotonic() > drain_deadline:
+            if summary is not None and drain_deadline is not None and time.monotonic() > drain_deadline:
                 console.print(
                     f"[yellow]the job read {progress.records_read:,} of {summary['sent']:,} records "
                     f"within the {plan.drain_seconds:.0f} s drain time; stopping it anyway[/]"

@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="at most this long for the job to catch up after the feed ends (default 90)",
     )
     parser.add_argument("--charts", type=int, default=3, metavar="N", help="symbols to chart (default 3)")
+    parser.add_argument(
+        "--board",
+        action="store_true",
+        help="also serve the live signal board (python -m jobs.board) on board.port and print its address; "
+        "in a terminal it stays up after the run until Ctrl-C",
+    )
     return parser
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rich.console import JustifyMethod
+
     from jobs.devstack.demo.monitor import Progress
 
 SIGNAL_COLOURS = {"Buy": "green", "Sell": "red", "Hold": "dim"}
@@ -66,7 +68,7 @@ def latest_signals_table(frame: Any, short: int, long: int) -> Any:
         title_justify="left",
         box=box.SIMPLE_HEAD,
     )
-    for column, justify in (
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("symbol", "left"),
         ("event_time (UTC)", "left"),
         ("close", "right"),
@@ -75,7 +77,8 @@ def latest_signals_table(frame: Any, short: int, long: int) -> Any:
         ("volume", "right"),
         ("signal", "left"),
         ("crossover", "left"),
-    ):
+    )
+    for column, justify in columns:
         table.add_column(column, justify=justify, no_wrap=True)
     for row in frame.itertuples(index=False):
         colour = SIGNAL_COLOURS.get(row.signal, "")
