@@ -11,7 +11,7 @@ ARGS ?=
 TRINO_DIR := .trino
 TRINO_POM := conf/jvm/trino/pom.xml
 
-.PHONY: help setup trino prerequisites test test-unit test-integration test-e2e up down status demo bench bench-simulator simulate stream submit-local clean package submit
+.PHONY: help setup trino prerequisites test test-unit test-integration test-e2e up down status demo bench bench-simulator bench-drain bench-latency bench-growth bench-soak bench-sql drill simulate stream submit-local clean package submit
 
 help:
 	@echo "make setup             create .venv, install pinned Python packages, resolve JVM jars into .jars/"
@@ -25,12 +25,17 @@ help:
 	@echo "make simulate ARGS=... market simulator (python -m simulator run), e.g. ARGS=\"--count 12000 --speed max --seed 1\""
 	@echo "make stream ARGS=...   the streaming job (python -m jobs.stream_signals), e.g. ARGS=--once"
 	@echo "make submit-local ARGS=...  the streaming job through spark-submit with the resolved jars"
-	@echo "make bench             benchmarks that print figures (simulator vs a bare kafka-python loop)"
+	@echo "make bench             every benchmark below, figures appended to bench/RESULTS.md (long: run on a quiet machine)"
+	@echo "make bench-NAME ARGS=  one of: simulator drain latency growth soak sql (ARGS=--quick: a smoke run; see --help)"
+	@echo "make drill ARGS=...    long fault drills: the soak for now (ARGS=\"--minutes 30 --rate 1000\")"
 	@echo "make clean             remove local data, logs and checkpoints (.local/)"
 	@echo "make package           build the EMR artifact in dist/ (zip for --py-files, entry script, profile, --packages)"
 	@echo "make submit ARGS=...   package, then submit to EMR (python -m jobs.emr submit --config conf/aws.yaml ARGS)"
+	@echo "make up SPARK_CLUSTER=1  the same plus a Spark standalone master and two workers (1 core, 1.5 GB each)"
+	@echo "make submit-cluster ARGS=...  package, then spark-submit dist/ to that cluster (e.g. ARGS=--once)"
+	@echo "make cluster-venv      the cluster's Python (.venv-cluster): requirements-cluster.txt only (part of setup)"
 
-setup: prerequisites $(VENV)/.installed .jars/.resolved $(TRINO_DIR)/.resolved browser
+setup: prerequisites $(VENV)/.installed .jars/.resolved $(TRINO_DIR)/.resolved browser cluster-venv
 	@echo "setup complete: $(VENV) and .jars/ are ready"
 
 prerequisites:
@@ -77,7 +82,7 @@ test-e2e: setup
 	$(PY) -m pytest -m e2e $(ARGS)
 
 up: setup
-	$(PY) -m jobs.local_stack up $(if $(TRINO),--trino) $(ARGS)
+	$(PY) -m jobs.local_stack up $(if $(TRINO),--trino) $(if $(SPARK_CLUSTER),--spark-cluster) $(ARGS)
 
 down:
 	@test -x $(PY) && $(PY) -m jobs.local_stack down || true
@@ -97,10 +102,15 @@ submit-local: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" spark-submit --driver-memory 2g --jars "$$(ls .jars/spark/*.jar | paste -sd,)" \
 	  jobs/stream_signals.py --config conf/local.yaml $(ARGS)
 
-bench: bench-simulator
+bench: bench-simulator bench-drain bench-latency bench-growth bench-soak bench-sql
 
 bench-simulator: setup
 	$(PY) -m bench.bench_simulator $(ARGS)
+
+bench-drain bench-latency bench-growth bench-soak bench-sql: bench-%: setup
+	$(PY) -m bench.bench_$* $(ARGS)
+
+drill: bench-soak
 
 demo: setup
 	$(PY) -m jobs.demo $(ARGS)
@@ -130,3 +140,23 @@ package: setup
 submit: setup
 	$(PY) -m jobs.package
 	$(PY) -m jobs.emr submit --config conf/aws.yaml $(ARGS)
+
+# The cluster's Python, as a cluster node has it: only what the packaged job imports (requirements-cluster.txt,
+# derived from the job's imports and requirements.lock); pyspark comes from the Spark installation. Reinstalled
+# when that list changes.
+CLUSTER_VENV := .venv-cluster
+.PHONY: cluster-venv submit-cluster
+
+cluster-venv: $(VENV)/.installed
+	@test -x $(CLUSTER_VENV)/bin/python || $(PYTHON_BOOTSTRAP) -m venv $(CLUSTER_VENV)
+	@$(PY) -m jobs.package --cluster-requirements $(CLUSTER_VENV)/requirements.next >/dev/null
+	@cmp -s $(CLUSTER_VENV)/requirements.next $(CLUSTER_VENV)/requirements-cluster.txt \
+	  || { $(CLUSTER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(CLUSTER_VENV)/requirements.next \
+	       && mv $(CLUSTER_VENV)/requirements.next $(CLUSTER_VENV)/requirements-cluster.txt \
+	       && echo "cluster virtualenv $(CLUSTER_VENV) installed"; }
+	@rm -f $(CLUSTER_VENV)/requirements.next
+
+# Needs `make up SPARK_CLUSTER=1`; tables and checkpoints go to moto's S3 (s3a://market-signals/cluster).
+submit-cluster: setup
+	$(PY) -m jobs.package
+	$(PY) -m jobs.devstack.spark_cluster submit -- $(ARGS)

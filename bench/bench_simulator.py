@@ -1,6 +1,6 @@
 """Benchmark: `simulator run` against a bare kafka-python loop sending pre-built payloads to the same broker.
 
-    python -m bench.bench_simulator [--count 200000] [--repeat 3] [--bootstrap-servers host:port]
+    python -m bench.bench_simulator [--count 200000] [--repeat 3] [--bootstrap-servers host:port] [--quick]
 
 Without --bootstrap-servers it starts its own broker (jobs.local_stack, free ports) and stops it at the end.
 Both sides use the same producer settings (ProducerSettings: acks=all, idempotence, linger, batch size) and
@@ -99,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=200_000, help="messages per measurement (default 200000)")
     parser.add_argument("--repeat", type=int, default=3, help="alternating rounds; the best of each is kept")
     parser.add_argument("--bootstrap-servers", help="use this broker instead of starting one")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 20000 messages, one round")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.count, args.repeat = 20_000, 1
     config_args = ["--config", args.config, *(f"--set={item}" for item in args.overrides)]
     handle = None
     state_dir: Path | None = None
