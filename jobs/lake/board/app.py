@@ -128,6 +128,20 @@ class BoardServer:
             self._thread.join(timeout)
 
 
+def start_board(config: AppConfig) -> tuple[BoardServer, str | None]:
+    """A started board for another command (the demo): board.port, or a free port when that one is taken.
+
+    Returns the server and, when it had to move, a note saying so.
+    """
+    try:
+        return BoardServer(config).start(), None
+    except ConfigError:
+        if config.board.port == 0:
+            raise
+        server = BoardServer(with_overrides(config, ["board.port=0"])).start()
+        return server, f"port {config.board.port} is taken: the board uses {server.port}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m jobs.board",

@@ -60,7 +60,11 @@ class TableFollower:
     # For the first read only: keep the files of the newest N days of this date partition column.
     initial_partition: str | None = None
     initial_days: int | None = None
+    # How often the table's identity is checked: a table deleted or written anew (a reset of the job) is
+    # followed from its start. A reopen reads the log from its last checkpoint, never data files.
+    identity_check_seconds: float = 10.0
     _table: Any = None
+    _checked_at: float = 0.0
     _table_id: str | None = None
     _version: int | None = None
     _files: set[str] = field(default_factory=set)
@@ -96,7 +100,10 @@ class TableFollower:
         return rows
 
     def _refresh(self, stats: RefreshStats) -> pa.Table | None:
+        if self._table is not None and time.monotonic() - self._checked_at >= self.identity_check_seconds:
+            self._table = None  # reopen below, comparing the table's id with the one followed so far
         if self._table is None:
+            self._checked_at = time.monotonic()
             table = open_delta_table(self.config, self.name)
             if table is None:
                 if self._version is not None:
