@@ -11,12 +11,13 @@ ARGS ?=
 TRINO_DIR := .trino
 TRINO_POM := conf/jvm/trino/pom.xml
 
-.PHONY: help setup trino prerequisites test test-unit test-integration test-e2e up down status demo bench bench-simulator bench-drain bench-latency bench-growth bench-soak bench-sql drill simulate stream submit-local clean package submit
+.PHONY: help setup trino prerequisites test test-unit test-integration test-e2e lint up down status demo bench bench-simulator bench-drain bench-latency bench-growth bench-soak bench-sql drill simulate stream submit-local clean package submit
 
 help:
 	@echo "make setup             create .venv, install pinned Python packages, resolve JVM jars into .jars/"
 	@echo "make test              run the whole test suite (unit, integration, e2e)"
 	@echo "make test-unit         pure transformations only"
+	@echo "make lint              ruff (format check and lint) and mypy, as CI runs them"
 	@echo "make up | down | status  local Kafka broker (localhost:9092) and moto S3/Glue (localhost:5000)"
 	@echo "make up TRINO=1        the same plus Trino (localhost:8080) on moto's Glue and S3: the Athena views locally"
 	@echo "make trino             resolve the Trino server into .trino/ (part of make setup)"
@@ -77,6 +78,12 @@ test-integration: setup
 
 test-e2e: setup
 	$(PY) -m pytest -m e2e $(ARGS)
+
+# ruff and mypy are pinned in requirements.lock (installed by setup); their settings live in pyproject.toml.
+lint: setup
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(PY) -m mypy
 
 up: setup
 	$(PY) -m jobs.local_stack up $(if $(TRINO),--trino) $(ARGS)
