@@ -384,8 +384,8 @@ def test_board_follows_the_stream(board: Board, browser: Any) -> None:
     assert first.get_attribute("data-symbol") == "SYM002" and first.get_attribute("class") == "new"
     assert first.get_attribute("data-crossover") == "golden_cross"
     # The refresh read the one file that commit added, not the table.
-    read = board.state()["tables"]["signals"]
-    assert (read["version"], read["files_read"], read["rows_read"]) == (version_before + 1, 1, 1)
+    read = board.state()["tables"]["signals"]["last_change"]
+    assert (read["version"], read["commits"], read["files_read"], read["rows_read"]) == (version_before + 1, 1, 1, 1)
 
     # A late tick corrects SYM001's latest row (a MERGE, as the job does): the row is marked as corrected.
     latest = initial["SYM001"][-1]

@@ -69,6 +69,8 @@ class TableFollower:
     _version: int | None = None
     _files: set[str] = field(default_factory=set)
     last: RefreshStats = field(default_factory=RefreshStats)
+    # The latest refresh that found new commits (what following the table costs per change).
+    last_change: RefreshStats = field(default_factory=RefreshStats)
     status: str = "missing"  # missing | empty | ok | error
     error: str | None = None
 
@@ -97,6 +99,8 @@ class TableFollower:
             rows = None
         stats.seconds = time.perf_counter() - started
         self.last = stats
+        if stats.commits or stats.reset:
+            self.last_change = stats
         return rows
 
     def _refresh(self, stats: RefreshStats) -> pa.Table | None:

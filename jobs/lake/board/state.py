@@ -203,7 +203,13 @@ class BoardState:
                 "health": self._health_snapshot(),
                 "quarantine": self._quarantine_snapshot(),
                 "tables": {
-                    follower.name: {"status": follower.status, "error": follower.error, **follower.last.as_dict()}
+                    follower.name: {
+                        "status": follower.status,
+                        "error": follower.error,
+                        "version": follower.version,
+                        "last_refresh": follower.last.as_dict(),
+                        "last_change": follower.last_change.as_dict(),
+                    }
                     for follower in (self.signals, self.quarantine, self.metrics)
                 },
             }

@@ -199,8 +199,8 @@ function renderStatus(s) {
   const versions = Object.entries(s.tables)
     .map(([name, t]) => `${name} v${t.version === null ? "-" : t.version}`)
     .join(", ");
-  const read = s.tables.signals;
-  $("status").textContent = `updated ${time(s.generated_at).slice(11)} UTC \u00b7 ${versions} \u00b7 last read: ${read.files_read} files, ${read.rows_read} rows`;
+  const read = s.tables.signals.last_change;
+  $("status").textContent = `updated ${time(s.generated_at).slice(11)} UTC \u00b7 ${versions} \u00b7 last change read: ${read.files_read} files, ${read.rows_read} rows in ${read.ms} ms`;
   $("status").classList.remove("stale");
   $("footer").textContent = `tables under ${s.storage_root} \u00b7 SMA(${s.windows.short}) / SMA(${s.windows.long}) \u00b7 refresh every ${s.refresh_seconds} s`;
   const errors = Object.values(s.tables).map((t) => t.error).filter(Boolean);
