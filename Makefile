@@ -32,8 +32,11 @@ help:
 	@echo "make clean             remove local data, logs and checkpoints (.local/)"
 	@echo "make package           build the EMR artifact in dist/ (zip for --py-files, entry script, profile, --packages)"
 	@echo "make submit ARGS=...   package, then submit to EMR (python -m jobs.emr submit --config conf/aws.yaml ARGS)"
+	@echo "make up SPARK_CLUSTER=1  the same plus a Spark standalone master and two workers (1 core, 1.5 GB each)"
+	@echo "make submit-cluster ARGS=...  package, then spark-submit dist/ to that cluster (e.g. ARGS=--once)"
+	@echo "make cluster-venv      the cluster's Python (.venv-cluster): requirements-cluster.txt only (part of setup)"
 
-setup: prerequisites $(VENV)/.installed .jars/.resolved $(TRINO_DIR)/.resolved browser
+setup: prerequisites $(VENV)/.installed .jars/.resolved $(TRINO_DIR)/.resolved browser cluster-venv
 	@echo "setup complete: $(VENV) and .jars/ are ready"
 
 prerequisites:
@@ -86,7 +89,7 @@ lint: setup
 	$(PY) -m mypy
 
 up: setup
-	$(PY) -m jobs.local_stack up $(if $(TRINO),--trino) $(ARGS)
+	$(PY) -m jobs.local_stack up $(if $(TRINO),--trino) $(if $(SPARK_CLUSTER),--spark-cluster) $(ARGS)
 
 down:
 	@test -x $(PY) && $(PY) -m jobs.local_stack down || true
@@ -144,3 +147,23 @@ package: setup
 submit: setup
 	$(PY) -m jobs.package
 	$(PY) -m jobs.emr submit --config conf/aws.yaml $(ARGS)
+
+# The cluster's Python, as a cluster node has it: only what the packaged job imports (requirements-cluster.txt,
+# derived from the job's imports and requirements.lock); pyspark comes from the Spark installation. Reinstalled
+# when that list changes.
+CLUSTER_VENV := .venv-cluster
+.PHONY: cluster-venv submit-cluster
+
+cluster-venv: $(VENV)/.installed
+	@test -x $(CLUSTER_VENV)/bin/python || $(PYTHON_BOOTSTRAP) -m venv $(CLUSTER_VENV)
+	@$(PY) -m jobs.package --cluster-requirements $(CLUSTER_VENV)/requirements.next >/dev/null
+	@cmp -s $(CLUSTER_VENV)/requirements.next $(CLUSTER_VENV)/requirements-cluster.txt \
+	  || { $(CLUSTER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(CLUSTER_VENV)/requirements.next \
+	       && mv $(CLUSTER_VENV)/requirements.next $(CLUSTER_VENV)/requirements-cluster.txt \
+	       && echo "cluster virtualenv $(CLUSTER_VENV) installed"; }
+	@rm -f $(CLUSTER_VENV)/requirements.next
+
+# Needs `make up SPARK_CLUSTER=1`; tables and checkpoints go to moto's S3 (s3a://market-signals/cluster).
+submit-cluster: setup
+	$(PY) -m jobs.package
+	$(PY) -m jobs.devstack.spark_cluster submit -- $(ARGS)

@@ -9,7 +9,7 @@ from botocore.config import Config as BotoConfig
 
 from jobs.pipeline.config import AppConfig
 
-Service = Literal["s3", "glue", "athena", "emr", "emr-serverless", "sts"]
+Service = Literal["s3", "glue", "athena", "emr", "emr-serverless", "sts", "secretsmanager"]
 
 
 def _endpoint_and_region(config: AppConfig, service: Service) -> tuple[str | None, str]:

@@ -9,7 +9,8 @@ The spark-submit arguments are built from the profile: the artifacts of `make pa
 --files, the entry script), --packages from dist/spark-packages.txt, every Spark setting of
 jobs.pipeline.spark_session.spark_settings (Delta, S3A, SSE-KMS), EMR's Delta jars, the Glue Data Catalog as the
 metastore, and the environment variables the profile references, forwarded to the driver (which loads the
-profile again on the cluster). Request building is pure; boto3 is only touched to upload and to submit.
+profile again on the cluster). Request building is pure; boto3 is only touched to upload, to check the target
+(EMR on EC2: the step concurrency level; EMR Serverless: the application's architecture) and to submit.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from jobs.aws.package import ENTRY_NAME, PACKAGES_NAME, ZIP_NAME
+from jobs.aws.package import ENTRY_NAME, PACKAGES_NAME, PROFILE_NAME, ZIP_NAME
 from jobs.pipeline.config import (
     REPO_ROOT,
     AppConfig,
@@ -37,7 +38,6 @@ from jobs.pipeline.config import (
 )
 
 GLUE_METASTORE_FACTORY = "com.amazonaws.glue.catalog.metastore.AWSGlueDataCatalogHiveClientFactory"
-PROFILE_NAME = "aws.yaml"
 UPLOADED = (
     ZIP_NAME,
     ENTRY_NAME,
@@ -45,8 +45,13 @@ UPLOADED = (
     PACKAGES_NAME,
     "requirements-cluster.txt",
     "bootstrap-install.sh",
+    "build-serverless-venv.sh",
     "MANIFEST.json",
 )
+# Sensitive values Spark hides in its UI, event logs and `spark-submit --verbose`: its default pattern plus the
+# Kafka JAAS line, which carries the SCRAM password when that authentication is used.
+REDACTION_REGEX = "(?i)secret|password|token|access[.]key|jaas"
+ACTIVE_STEP_STATES = ["PENDING", "RUNNING", "CANCEL_PENDING"]
 # Never forwarded as plain text into a step or job run (both are visible in the EMR console and API).
 _SECRET_NAME = re.compile(r"SECRET|PASSWORD|JAAS|TOKEN|CREDENTIAL", re.IGNORECASE)
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -67,6 +72,8 @@ class Submission:
     job_args: list[str] = field(default_factory=list)
     packages: list[str] = field(default_factory=list)
     environment: dict[str, str] = field(default_factory=dict)
+    # Driver environment from Secrets Manager, resolved at submit time (--secret-env); never printed.
+    secret_environment: dict[str, str] = field(default_factory=dict)
     log_uri: str | None = None
     streaming: bool = True
 
@@ -98,10 +105,27 @@ def submit_settings(config: AppConfig, submission: Submission) -> dict[str, str]
 
     settings = spark_settings(config)
     settings.pop("spark.jars", None)  # jars come from --packages and EMR's own Delta jars (--jars)
+    # What EMR configures itself is kept: since EMR 7.10 s3:// already goes through S3A, and replacing the file
+    # system or forcing the SDK's default credential chain would bypass EMR's own provider (runtime roles, Lake
+    # Formation), which already falls back to the instance or job role.
+    settings.pop("spark.hadoop.fs.s3.impl", None)
+    if not config.s3.use_test_credentials:
+        settings.pop("spark.hadoop.fs.s3a.aws.credentials.provider", None)
     settings["spark.hadoop.hive.metastore.client.factory.class"] = GLUE_METASTORE_FACTORY
+    settings["spark.redaction.regex"] = REDACTION_REGEX
+    # Cluster mode: the driver runs in a YARN container (EC2), so only spark.yarn.appMasterEnv.* reaches its
+    # environment; on Serverless spark.emr-serverless.driverEnv.*. A bootstrap action's exports do not.
     env_prefix = "spark.yarn.appMasterEnv." if submission.target == "ec2" else "spark.emr-serverless.driverEnv."
-    for name, value in sorted(submission.environment.items()):
+    for name, value in sorted({**submission.environment, **submission.secret_environment}.items()):
         settings[f"{env_prefix}{name}"] = value
+    if submission.target == "ec2":
+        # Amazon Linux 2023's python3 is 3.9 for the life of the OS; the job runs on emr.python (3.11), where the
+        # bootstrap action installed requirements-cluster.txt. Driver (YARN AM) and executors alike.
+        python = config.emr.python
+        settings["spark.pyspark.python"] = python
+        settings["spark.pyspark.driver.python"] = python
+        settings["spark.yarn.appMasterEnv.PYSPARK_PYTHON"] = python
+        settings["spark.executorEnv.PYSPARK_PYTHON"] = python
     if submission.target == "serverless" and config.emr.venv_archive:
         # The venv-pack archive unpacked as ./environment on every node; its python runs driver and executors.
         settings["spark.archives"] = f"{config.emr.venv_archive}#environment"
@@ -250,11 +274,66 @@ def upload_artifacts(s3: Any, dist: Path, artifacts_uri: str, profile: Path) -> 
     return uploaded
 
 
+def ensure_step_concurrency(emr_client: Any, cluster_id: str, wanted: int, streaming: bool) -> str | None:
+    """A streaming step never finishes, and an EMR on EC2 cluster runs one step at a time unless told otherwise
+    (StepConcurrencyLevel, default 1): every later step (--once, maintenance) would stay PENDING behind it.
+
+    Raises the level to `wanted` when no step is active (the ModifyCluster API reference advises against changing
+    it while steps run); refuses a streaming step that would queue behind active steps. Returns a note or None.
+    """
+    level = int(emr_client.describe_cluster(ClusterId=cluster_id)["Cluster"].get("StepConcurrencyLevel") or 1)
+    if level >= wanted:
+        return None
+    active = emr_client.list_steps(ClusterId=cluster_id, StepStates=ACTIVE_STEP_STATES).get("Steps", [])
+    if not active:
+        emr_client.modify_cluster(ClusterId=cluster_id, StepConcurrencyLevel=wanted)
+        return f"raised the step concurrency level of {cluster_id} from {level} to {wanted} (emr.step_concurrency)"
+    names = ", ".join(f"{step.get('Name')} ({step['Status']['State']})" for step in active)
+    advice = (
+        f"raise it while the cluster is idle: aws emr modify-cluster --cluster-id {cluster_id} "
+        f"--step-concurrency-level {wanted}"
+    )
+    if streaming:
+        raise SubmitError(
+            f"cluster {cluster_id} runs {level} step at a time and has active steps: {names}; the streaming step "
+            f"would wait behind them and hold every later step; {advice}"
+        )
+    return f"cluster {cluster_id} runs {level} step at a time: this step waits for {names} ({advice})"
+
+
+def check_architecture(serverless: Any, application_id: str, expected: str) -> None:
+    """The venv archive holds compiled wheels (pydantic-core, deltalake): built for one CPU architecture."""
+    application = serverless.get_application(applicationId=application_id)["application"]
+    actual = str(application.get("architecture") or "X86_64")
+    if actual.lower() != expected.lower():
+        raise SubmitError(
+            f"application {application_id} runs on {actual} but emr.architecture is {expected}: build the venv "
+            f"archive for {actual.lower()} (dist/build-serverless-venv.sh) and set emr.architecture"
+        )
+
+
+def resolve_secrets(config: AppConfig, references: dict[str, str]) -> dict[str, str]:
+    """--secret-env NAME=SECRET_ID: the secret's value for the driver's environment, read at submit time."""
+    from jobs.aws.clients import aws_client
+
+    client = aws_client(config, "secretsmanager")
+    return {name: client.get_secret_value(SecretId=secret_id)["SecretString"] for name, secret_id in references.items()}
+
+
 def send(config: AppConfig, submission: Submission, request: dict[str, Any]) -> dict[str, Any]:
     if submission.target == "ec2":
-        response = _emr_client(config, "emr").add_job_flow_steps(**request)
+        client = _emr_client(config, "emr")
+        note = ensure_step_concurrency(
+            client, str(submission.cluster_id), config.emr.step_concurrency, submission.streaming
+        )
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+        response = client.add_job_flow_steps(**request)
         return {"cluster_id": submission.cluster_id, "step_ids": response["StepIds"]}
-    response = _emr_client(config, "emr-serverless").start_job_run(**request)
+    serverless = _emr_client(config, "emr-serverless")
+    if config.emr.venv_archive:
+        check_architecture(serverless, str(submission.application_id), config.emr.architecture)
+    response = serverless.start_job_run(**request)
     return {"application_id": response["applicationId"], "job_run_id": response["jobRunId"], "arn": response["arn"]}
 
 
@@ -311,6 +390,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra argument for the job on the cluster (repeatable), e.g. --job-arg=--set "
         "--job-arg=stream.trigger_interval=1m",
     )
+    submit.add_argument(
+        "--secret-env",
+        dest="secret_env",
+        action="append",
+        default=[],
+        metavar="NAME=SECRET_ID",
+        help="set NAME in the driver's environment from a Secrets Manager secret read now (e.g. "
+        "MSK_SASL_JAAS_CONFIG=market-signals/msk-jaas); the value then shows in the step or job run "
+        "description: see docs/aws.md for the alternatives",
+    )
     submit.add_argument("--dry-run", action="store_true", help="print the request as JSON, call nothing")
     return parser
 
@@ -340,18 +429,32 @@ def _submission(args: argparse.Namespace, config: AppConfig, environ: dict[str, 
     return submission, held_back
 
 
+def _secret_references(values: list[str]) -> dict[str, str]:
+    references = {}
+    for value in values:
+        name, _, secret_id = value.partition("=")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or not secret_id:
+            raise SubmitError(f"--secret-env {value!r}: expected NAME=SECRET_ID (an ARN or a secret name)")
+        references[name] = secret_id
+    return references
+
+
 def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     environ = dict(os.environ) if environ is None else environ
     try:
         config = load_config(args.config, args.overrides, environ=environ)
         submission, held_back = _submission(args, config, environ)
+        secrets = _secret_references(args.secret_env)
+        # A dry run shows where each secret goes, never its value.
+        submission.secret_environment = {name: f"<secret {secret_id}>" for name, secret_id in secrets.items()}
         request = build_request(config, submission)
     except (ConfigError, SubmitError, yaml.YAMLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for name in held_back:
-        print(f"note: {name} is not forwarded (secret); provide it to the driver on the cluster", file=sys.stderr)
+        if name not in secrets:
+            print(f"note: {name} is not forwarded (secret); pass --secret-env {name}=SECRET_ID", file=sys.stderr)
     if args.dry_run:
         print(json.dumps({"target": submission.target, "request": request}, indent=2))
         return 0
@@ -359,6 +462,9 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
+        if secrets:
+            submission.secret_environment = resolve_secrets(config, secrets)
+            request = build_request(config, submission, request.get("clientToken"))
         if args.upload:
             from jobs.aws.clients import aws_client
 

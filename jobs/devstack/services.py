@@ -373,7 +373,9 @@ def _write_state(state_dir: Path, handles: dict[str, ServiceHandle]) -> None:
     _state_file(state_dir).write_text(json.dumps({name: asdict(h) for name, h in handles.items()}, indent=2))
 
 
-def up(config: AppConfig, with_moto: bool = True, with_trino: bool = False) -> dict[str, ServiceHandle]:
+def up(
+    config: AppConfig, with_moto: bool = True, with_trino: bool = False, with_spark_cluster: bool = False
+) -> dict[str, ServiceHandle]:
     services = config.services
     state_dir = resolve_local_path(services.state_dir)
     handles = {name: h for name, h in _read_state(state_dir).items() if _alive(h.pid)}
@@ -394,6 +396,10 @@ def up(config: AppConfig, with_moto: bool = True, with_trino: bool = False) -> d
             moto = handles.get("moto")
             endpoint = f"http://{LOCALHOST}:{moto.port}" if moto else None
             handles["trino"] = start_trino(config, config.trino.port, state_dir, moto_endpoint=endpoint)
+        if with_spark_cluster and "spark-master" not in handles:
+            from jobs.devstack.spark_cluster import start_cluster
+
+            handles.update(start_cluster(state_dir, timeout=services.start_timeout_seconds)[0])
     finally:
         _write_state(state_dir, handles)
     return handles
@@ -428,6 +434,9 @@ def main(argv: list[str] | None = None) -> int:
     up_parser.add_argument("--no-moto", action="store_true", help="start the Kafka broker only")
     up_parser.add_argument("--trino", action="store_true", help="also start Trino on moto's Glue and S3 (Athena views)")
     up_parser.add_argument("--trino-port", type=int, help="Trino port (default trino.port; 0 = free port)")
+    up_parser.add_argument(
+        "--spark-cluster", action="store_true", help="also start a Spark standalone master and two workers"
+    )
     commands.add_parser("down", parents=[common], help="stop every service started by `up`")
     commands.add_parser("status", parents=[common], help="show what runs, on which port, and where it logs")
     args = parser.parse_args(argv)
@@ -441,7 +450,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.trino_port is not None:
                 config.trino.port = args.trino_port or free_port()
             trino = args.trino or args.trino_port is not None
-            for name, handle in up(config, with_moto=not args.no_moto, with_trino=trino).items():
+            for name, handle in up(
+                config, with_moto=not args.no_moto, with_trino=trino, with_spark_cluster=args.spark_cluster
+            ).items():
                 print(f"{name:6} running  {handle.address:16} pid {handle.pid:<7} log {handle.log_file}")
         elif args.command == "down":
             stopped = down(config)

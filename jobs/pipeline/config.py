@@ -180,6 +180,14 @@ class EmrConfig(_Section):
     )
     # EMR Serverless: a venv-pack archive (s3://.../venv.tar.gz) providing requirements-cluster.txt.
     venv_archive: str | None = None
+    # EMR Serverless application's CPU architecture: the venv archive is built for it (docs/aws.md).
+    architecture: Literal["x86_64", "arm64"] = "x86_64"
+    # EMR on EC2: the interpreter PySpark runs on every node; the bootstrap action installs requirements-cluster.txt
+    # into it (Amazon Linux 2023's python3 is 3.9, too old for the pins).
+    python: str = "/usr/bin/python3.11"
+    # EMR on EC2: steps the cluster runs at once. The streaming step never ends, so later steps (--once,
+    # maintenance) need at least 2; `jobs.emr submit` raises the cluster's level to this when no step runs.
+    step_concurrency: int = Field(default=2, ge=1, le=256)
     conf: dict[str, str] = Field(default_factory=dict)
 
 

@@ -18,6 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 AWS_YAML = str(REPO_ROOT / "conf" / "aws.yaml")
 BUCKET = "acme-emr-artifacts"
 ENV = {"MARKET_SIGNALS_BUCKET": BUCKET, "MSK_BOOTSTRAP_SERVERS": "b-1.msk.example:9098", "AWS_REGION": "us-east-1"}
+MOTO_SERVERLESS_LABEL = "emr-7.12.0"
 GLUE_FACTORY = "spark.hadoop.hive.metastore.client.factory.class=" + emr.GLUE_METASTORE_FACTORY
 
 
@@ -58,7 +59,7 @@ def test_ec2_step_is_added_with_the_spark_submit_of_the_profile(
     emr_client = client(moto_server, "emr")
     cluster_id = emr_client.run_job_flow(
         Name="market-signals",
-        ReleaseLabel="emr-8.0.0",
+        ReleaseLabel="emr-spark-8.0.0",
         Instances={"MasterInstanceType": "m7g.xlarge", "InstanceCount": 1, "KeepJobFlowAliveWhenNoSteps": True},
         Applications=[{"Name": "Spark"}],
         JobFlowRole="EMR_EC2_DefaultRole",
@@ -116,6 +117,16 @@ def test_ec2_step_is_added_with_the_spark_submit_of_the_profile(
     assert confs["spark.yarn.appMasterEnv.MARKET_SIGNALS_BUCKET"] == BUCKET
     assert confs["spark.yarn.appMasterEnv.MSK_BOOTSTRAP_SERVERS"] == "b-1.msk.example:9098"
     assert "spark.jars" not in confs, "no local jar folder on the cluster"
+    # Amazon Linux 2023's python3 is 3.9: driver and executors run the 3.11 the bootstrap action installed into.
+    for key in ("spark.pyspark.python", "spark.pyspark.driver.python", "spark.yarn.appMasterEnv.PYSPARK_PYTHON"):
+        assert confs[key] == "/usr/bin/python3.11", key
+    assert confs["spark.executorEnv.PYSPARK_PYTHON"] == "/usr/bin/python3.11"
+    assert "jaas" in confs["spark.redaction.regex"]
+    # EMR's own S3 setup (S3A for s3:// since 7.10, its credential provider for runtime roles) is left alone.
+    assert "spark.hadoop.fs.s3.impl" not in confs and "spark.hadoop.fs.s3a.aws.credentials.provider" not in confs
+    # The streaming step never ends: the cluster now runs later steps beside it.
+    assert emr_client.describe_cluster(ClusterId=cluster_id)["Cluster"]["StepConcurrencyLevel"] == 2
+    assert "raised the step concurrency level" in err
     entry = args.index(f"s3://{BUCKET}/releases/7/stream_signals.py")
     # The job loads the shipped profile again on the cluster, with the same overrides.
     assert args[entry + 1 : entry + 3] == ["--config", "aws.yaml"]
@@ -126,9 +137,10 @@ def test_serverless_job_run_is_started_in_streaming_mode(
     moto_server: ServiceHandle, moto_env: dict, dist: Path, capsys: pytest.CaptureFixture
 ) -> None:
     serverless = client(moto_server, "emr-serverless")
-    application_id = serverless.create_application(name="market-signals", releaseLabel="emr-8.0.0", type="SPARK")[
-        "applicationId"
-    ]
+    # moto's emulator only accepts emr-N.N.0 labels; a real application runs emr-spark-8.0.0 (conf/aws.yaml).
+    application_id = serverless.create_application(
+        name="market-signals", releaseLabel=MOTO_SERVERLESS_LABEL, type="SPARK"
+    )["applicationId"]
     role = "arn:aws:iam::123456789012:role/market-signals-job"
     code = emr.main(
         [
@@ -153,7 +165,7 @@ def test_serverless_job_run_is_started_in_streaming_mode(
     assert code == 0, err
     result = json.loads(out)
     run = serverless.get_job_run(applicationId=application_id, jobRunId=result["job_run_id"])["jobRun"]
-    assert run["executionRole"] == role and run["releaseLabel"] == "emr-8.0.0"
+    assert run["executionRole"] == role and run["releaseLabel"] == MOTO_SERVERLESS_LABEL
     driver = run["jobDriver"]["sparkSubmit"]
     assert driver["entryPoint"] == f"s3://{BUCKET}/market-signals/artifacts/stream_signals.py"
     assert driver["entryPointArguments"][:2] == ["--config", "aws.yaml"]
@@ -258,3 +270,96 @@ def emr_option(args: list[str], option: str) -> str:
 
 def conf_values(args: list[str]) -> dict[str, str]:
     return dict(args[i + 1].split("=", 1) for i, arg in enumerate(args) if arg == "--conf")
+
+
+def _cluster(moto_server: ServiceHandle, level: int = 1) -> tuple[object, str]:
+    emr_client = client(moto_server, "emr")
+    cluster_id = emr_client.run_job_flow(
+        Name="market-signals",
+        ReleaseLabel="emr-spark-8.0.0",
+        Instances={"MasterInstanceType": "m7g.xlarge", "InstanceCount": 1, "KeepJobFlowAliveWhenNoSteps": True},
+        Applications=[{"Name": "Spark"}],
+        JobFlowRole="EMR_EC2_DefaultRole",
+        ServiceRole="EMR_DefaultRole",
+        StepConcurrencyLevel=level,
+    )["JobFlowId"]
+    return emr_client, cluster_id
+
+
+def _step(name: str) -> dict:
+    return {"Name": name, "ActionOnFailure": "CONTINUE", "HadoopJarStep": {"Jar": "command-runner.jar", "Args": ["ls"]}}
+
+
+def test_a_streaming_step_behind_active_steps_on_a_one_step_cluster_is_refused(
+    moto_server: ServiceHandle, moto_env: dict
+) -> None:
+    emr_client, cluster_id = _cluster(moto_server)
+    emr_client.add_job_flow_steps(JobFlowId=cluster_id, Steps=[_step("older-stream")])
+    with pytest.raises(emr.SubmitError, match="runs 1 step at a time and has active steps: older-stream"):
+        emr.ensure_step_concurrency(emr_client, cluster_id, wanted=2, streaming=True)
+    level = emr_client.describe_cluster(ClusterId=cluster_id)["Cluster"]["StepConcurrencyLevel"]
+    assert level == 1, "never changed while steps run"
+    note = emr.ensure_step_concurrency(emr_client, cluster_id, wanted=2, streaming=False)
+    assert note and "this step waits for older-stream" in note and "--step-concurrency-level 2" in note
+
+
+def test_a_cluster_that_already_runs_steps_side_by_side_is_left_alone(moto_server: ServiceHandle, moto_env) -> None:
+    emr_client, cluster_id = _cluster(moto_server, level=4)
+    emr_client.add_job_flow_steps(JobFlowId=cluster_id, Steps=[_step("stream")])
+    assert emr.ensure_step_concurrency(emr_client, cluster_id, wanted=2, streaming=True) is None
+    assert emr_client.describe_cluster(ClusterId=cluster_id)["Cluster"]["StepConcurrencyLevel"] == 4
+
+
+def test_serverless_venv_for_another_architecture_is_refused() -> None:
+    """moto does not keep an application's architecture: GetApplication answers from botocore's stubber, which
+    validates the call against the service model."""
+    import botocore.session
+    from botocore.stub import Stubber
+
+    stubbed = botocore.session.get_session().create_client(
+        "emr-serverless", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    application = {
+        "applicationId": "00graviton",
+        "arn": "arn:aws:emr-serverless:us-east-1:123456789012:/applications/00graviton",
+        "releaseLabel": "emr-spark-8.0.0",
+        "type": "SPARK",
+        "state": "STARTED",
+        "createdAt": 0,
+        "updatedAt": 0,
+        "architecture": "ARM64",
+    }
+    with Stubber(stubbed) as stubber:
+        for _ in range(2):
+            stubber.add_response("get_application", {"application": application}, {"applicationId": "00graviton"})
+        with pytest.raises(emr.SubmitError, match="runs on ARM64 but emr.architecture is x86_64"):
+            emr.check_architecture(stubbed, "00graviton", "x86_64")
+        emr.check_architecture(stubbed, "00graviton", "arm64")
+
+
+def test_secret_env_reaches_the_driver_from_secrets_manager_and_never_the_dry_run(
+    moto_server: ServiceHandle, moto_env: dict, dist: Path, capsys: pytest.CaptureFixture
+) -> None:
+    jaas = 'org.apache.kafka.common.security.scram.ScramLoginModule required username="u" password="p";'
+    client(moto_server, "secretsmanager").create_secret(Name="market-signals/msk-jaas", SecretString=jaas)
+    emr_client, cluster_id = _cluster(moto_server)
+    argv = [
+        "submit",
+        "--config",
+        AWS_YAML,
+        *moto_overrides(moto_server),
+        "--cluster-id",
+        cluster_id,
+        "--dist",
+        str(dist),
+        "--secret-env",
+        "MSK_SASL_JAAS_CONFIG=market-signals/msk-jaas",
+    ]
+    assert emr.main([*argv, "--dry-run"], environ=moto_env) == 0
+    printed = capsys.readouterr().out
+    assert 'password="p"' not in printed and "<secret market-signals/msk-jaas>" in printed
+    assert emr.main(argv, environ=moto_env) == 0, capsys.readouterr().err
+    step_id = json.loads(capsys.readouterr().out)["step_ids"][0]
+    args = emr_client.describe_step(ClusterId=cluster_id, StepId=step_id)["Step"]["Config"]["Args"]
+    # Cluster mode: only spark.yarn.appMasterEnv.* reaches the driver's environment in its YARN container.
+    assert conf_values(args)["spark.yarn.appMasterEnv.MSK_SASL_JAAS_CONFIG"] == jaas

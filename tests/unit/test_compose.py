@@ -144,9 +144,9 @@ def test_job_is_spark_submit_of_the_stream_with_the_compose_profile(services: di
     assert {"source": ".", "target": job["working_dir"]} == _bind(job["volumes"][0])
     assert config.spark.jars_dir is None, "jars come from --packages in the container"
     dockerfile = (REPO_ROOT / job["build"]["context"] / job["build"]["dockerfile"]).read_text()
-    base = next(line.split("=", 1)[1] for line in dockerfile.splitlines() if line.startswith("ARG SPARK_IMAGE="))
-    name, tag = base.split(":")
-    assert name in {"spark", "apache/spark"} and tag.startswith("4.0.") and tag.endswith("python3")
+    # Spark is the pinned pyspark wheel's (its bin/spark-submit), with a Java 17 runtime.
+    assert "openjdk-17-jre-headless" in dockerfile
+    assert "pyspark==4.0.2" in read_requirements(REPO_ROOT / "docker" / "requirements-job.txt")
     assert {"kafka-init", "minio-init", "moto"} <= set(job["depends_on"])
 
 
@@ -230,3 +230,30 @@ def test_simulator_and_job_commands_are_accepted_by_their_clis(services: dict, m
     assert parsed.config == "conf/compose.yaml" and not parsed.once
     simulator_args = [str(arg) for arg in services["simulator"]["command"]][3:]
     assert simulator_main([*simulator_args, "--count", "50", "--dry-run", "--quiet"]) == 0
+
+
+def _base_python(dockerfile: Path) -> str:
+    """X.Y of the official python:X.Y-... image a Dockerfile builds FROM."""
+    base = next(line.split()[1] for line in dockerfile.read_text().splitlines() if line.startswith("FROM "))
+    name, _, tag = base.partition(":")
+    assert name == "python", f"{dockerfile.name} builds on {base}, not on an official python:X.Y image"
+    return ".".join(tag.split("-")[0].split(".")[:2])
+
+
+def test_every_image_runs_a_python_the_pins_allow() -> None:
+    """The lock is resolved for requires-python; an image below it (spark:4.0.2-python3 is Python 3.10) cannot
+    install the job's requirements (arro3-core, numpy 2.4 need 3.11)."""
+    import tomllib
+
+    from packaging.specifiers import SpecifierSet
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    allowed = SpecifierSet(project["requires-python"])
+    for name in ("job.Dockerfile", "python.Dockerfile"):
+        version = _base_python(REPO_ROOT / "docker" / name)
+        assert f"{version}.0" in allowed, f"docker/{name}: Python {version} is outside requires-python {allowed}"
+    # EMR: the interpreter the bootstrap installs into and the job runs on is in the same range.
+    emr_python = load_config(
+        REPO_ROOT / "conf" / "aws.yaml", environ={"MARKET_SIGNALS_BUCKET": "b", "MSK_BOOTSTRAP_SERVERS": "b:9098"}
+    ).emr.python
+    assert f"{emr_python.rsplit('python', 1)[1]}.0" in allowed
