@@ -68,10 +68,12 @@ class SideResult:
     batches: pd.DataFrame
     sent: int
     sent_rate: float
+    caught_up: bool
 
 
-def wait_caught_up(layout: RunLayout, job: bool, expected: int, timeout: float, child: Child) -> None:
-    """Wait until the side has finished the batch holding the last record (metrics for the job)."""
+def wait_caught_up(layout: RunLayout, job: bool, expected: int, timeout: float, child: Child) -> bool:
+    """Wait until the side has finished the batch holding the last record (metrics for the job); False if it
+    had not within `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         child.check()
@@ -81,9 +83,9 @@ def wait_caught_up(layout: RunLayout, job: bool, expected: int, timeout: float, 
         else:
             done = delta_row_count(layout.table(STATELESS_TABLE))
         if done >= expected:
-            return
+            return True
         time.sleep(1.0)
-    raise BenchError(f"{child.name} had not read all {expected:,} records {timeout:.0f} s after the feed ended")
+    return False
 
 
 def run_side(
@@ -94,6 +96,7 @@ def run_side(
     args: argparse.Namespace,
     rate: float,
     duration: float,
+    must_catch_up: bool = True,
 ) -> SideResult:
     name = "job" if job else "stateless"
     layout = RunLayout(folder, topic=f"bench-{folder.name}", bootstrap=bootstrap, trigger=args.trigger)
@@ -122,13 +125,18 @@ def run_side(
             layout.logs / "simulator.log",
             timeout=duration * 3 + 60,
         )
-        wait_caught_up(layout, job, int(summary["sent"]), args.catch_up_timeout, child)
+        caught_up = wait_caught_up(layout, job, int(summary["sent"]), args.catch_up_timeout, child)
+        if not caught_up and must_catch_up:
+            raise BenchError(
+                f"{child.name} had not read all {summary['sent']:,} records {args.catch_up_timeout:.0f} s after the "
+                f"feed ended; see {child.log_file}"
+            )
     latencies = job_latencies(layout) if job else stateless_latencies(layout)
     if args.warmup:
         first = latencies["kafka_ms"].min()
         latencies = latencies[latencies["kafka_ms"] >= first + args.warmup * 1000]
     batches = job_batches(layout) if job else stateless_batches(layout)
-    return SideResult(latencies, batches, int(summary["sent"]), float(summary.get("rate_per_second") or 0.0))
+    return SideResult(latencies, batches, int(summary["sent"]), float(summary.get("rate_per_second") or 0.0), caught_up)
 
 
 def sustained(batches: pd.DataFrame, trigger_ms: float) -> tuple[bool, float]:
@@ -178,8 +186,11 @@ def main(argv: list[str] | None = None) -> int:
             steps: list[tuple[float, bool, float]] = []
             if not args.no_steps:
                 for index, rate in enumerate(rates):
-                    step = run_side(True, folder / f"step{index}", bootstrap, base_args, args, rate, args.step_duration)
+                    step = run_side(
+                        True, folder / f"step{index}", bootstrap, base_args, args, rate, args.step_duration, False
+                    )
                     ok, longest = sustained(step.batches, trigger_ms)
+                    ok = ok and step.caught_up
                     steps.append((rate, ok, longest))
                     outcome = "ok" if ok else "too slow"
                     print(f"  step {rate:,.0f} ticks/s: longest warm batch {fmt(longest)} ms -> {outcome}", flush=True)

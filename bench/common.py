@@ -392,8 +392,9 @@ def delta_row_count(table: Path) -> int:
     if not DeltaTable.is_deltatable(str(table)):
         return 0
     actions = DeltaTable(str(table)).get_add_actions(flatten=True)
-    counts = actions.column("num_records").to_pylist() if actions.num_rows else []
-    return int(sum(count or 0 for count in counts))
+    if not actions.num_rows:
+        return 0
+    return int(sum(int(count or 0) for count in actions.column("num_records").to_pylist()))
 
 
 def wait_for_rows(table: Path, expected: int, timeout: float, child: Child) -> float:

@@ -3,7 +3,7 @@
     python -m bench.stateless_stream [--config conf/local.yaml] [--set key=value ...] [--once] [--timeout S]
 
 Built on the job's own Spark session (`jobs.pipeline.spark_session.build_spark(config)`), the same Kafka
-source options (`jobs.stream_signals.kafka_options`, kafka.topic, starting offsets, maxOffsetsPerTrigger)
+source options (the job's `kafka_options`, kafka.topic, starting offsets, maxOffsetsPerTrigger)
 and the same trigger (stream.trigger_interval, or availableNow with --once). Each v1 record is parsed with
 from_json and appended with Delta's streaming sink to `storage.root/stateless_ticks`, checkpoint
 `storage.checkpoint_root/stateless_ticks`. No validation, de-duplication, state or signals: the fixed cost
@@ -13,6 +13,7 @@ of a micro-batch that the job is compared with. Stops between two batches on SIG
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import signal
@@ -30,12 +31,22 @@ V1_SCHEMA = "v int, symbol string, ts string, close double, volume long"
 log = logging.getLogger("stateless_stream")
 
 
+def kafka_source_options(config: AppConfig) -> dict[str, str]:
+    """The job's own Kafka client options (bootstrap servers, security, timeouts, kafka.options)."""
+    for module_name in ("jobs.pipeline.kafka_io", "jobs.stream_signals"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if hasattr(module, "kafka_options"):
+            return dict(module.kafka_options(config))
+    raise ConfigError("the job's kafka_options (jobs.pipeline.kafka_io or jobs.stream_signals) was not found")
+
+
 def start(spark: Any, config: AppConfig, once: bool) -> Any:
     from pyspark.sql import functions as F
 
-    from jobs.stream_signals import kafka_options
-
-    reader = spark.readStream.format("kafka").options(**kafka_options(config))
+    reader = spark.readStream.format("kafka").options(**kafka_source_options(config))
     reader = reader.option("subscribe", config.kafka.topic).option("startingOffsets", config.kafka.starting_offsets)
     if config.kafka.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", config.kafka.max_offsets_per_trigger)
