@@ -97,9 +97,9 @@ def catalog_properties(config: AppConfig, moto_endpoint: str | None = None) -> d
         "hive.metastore.glue.region": config.glue.region,
         "fs.native-s3.enabled": "true",
         "s3.region": config.s3.region,
-        # Athena's defaults: views and tables of the catalog are read as they are written by Spark.
-        "delta.register-table-procedure.enabled": "true",
-        "delta.enable-non-concurrent-writes": "true",
+        # Like Athena, every query sees the table's newest Delta commit: no cached transaction log (by default
+        # Trino keeps a table's metadata, or its absence before the first commit, for 30 minutes).
+        "delta.metadata.cache-ttl": "0s",
     }
     if glue_endpoint:
         properties["hive.metastore.glue.endpoint-url"] = glue_endpoint

@@ -111,7 +111,10 @@ class TrinoEngine:
 
     def execute(self, statement: str) -> str:
         """Run one statement (DDL), wait until it is done and return Trino's query id."""
-        return self._run(statement)[2]
+        try:
+            return self._run(statement)[2]
+        except TrinoQueryError as exc:
+            raise TrinoQueryError(explain(exc, self), exc.error_name) from None
 
     def query(self, sql: str) -> pd.DataFrame:
         """Run one query in Athena's dialect and return its rows."""
