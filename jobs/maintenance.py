@@ -3,8 +3,11 @@
     python -m jobs.maintenance optimize [--table signals ...]
     python -m jobs.maintenance vacuum --retain-hours 168 [--table ...]
 
-The streaming job commits small files every micro-batch; the tables also have Delta auto-compaction on.
-Run `optimize` on a schedule (e.g. hourly) and `vacuum` daily; both are safe while the stream runs.
+The streaming job commits small files every micro-batch and compacts the settled partitions itself
+(`stream.compact_every_batches`). `optimize` here is for a stopped job, or a second driver on a local or HDFS
+root: the job retries a MERGE or state rewrite that conflicts with it. On S3, a second writer is only safe with
+Delta's DynamoDB LogStore (S3DynamoDBLogStore) configured for every writer; without it, leave compaction to the
+job. `vacuum` deletes only files older than --retain-hours (at least 168) that no version references.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
 from jobs.pipeline.config import AppConfig, ConfigError, add_config_arguments, config_from_args
+from jobs.pipeline.delta_io import compact
 from jobs.pipeline.tables import ALL_TABLES
 
 TABLE_NAMES = [spec.name for spec in ALL_TABLES]
@@ -28,10 +32,8 @@ def optimize(spark: SparkSession, config: AppConfig, tables: list[str]) -> dict[
     results = {}
     for name in tables:
         path = config.table_path(name)
-        if not DeltaTable.isDeltaTable(spark, path):
-            continue
-        metrics = DeltaTable.forPath(spark, path).optimize().executeCompaction().first()["metrics"]
-        results[name] = {"files_added": metrics["numFilesAdded"], "files_removed": metrics["numFilesRemoved"]}
+        if DeltaTable.isDeltaTable(spark, path):
+            results[name] = compact(spark, path)
     return results
 
 

@@ -10,7 +10,17 @@ params AS (
     SELECT 9 AS short_window, 21 AS long_window
 ),
 source_ticks AS (
-    SELECT t.symbol, t.event_time, t.event_date, t.close, t.volume, p.short_window, p.long_window
+    SELECT
+        t.symbol,
+        t.event_time,
+        t.event_date,
+        t.close,
+        -- The close in whole millionths: the averages are compared as exact integer sums, so equal averages are
+        -- equal in every engine (a floating-point sum's rounding depends on the order an engine adds in).
+        CAST(ROUND(t.close * 1000000) AS bigint) AS close_micros,
+        t.volume,
+        p.short_window,
+        p.long_window
     FROM ticks AS t
     CROSS JOIN params AS p
 ),
@@ -36,6 +46,12 @@ framed AS (
         COUNT(close) OVER (
             PARTITION BY symbol ORDER BY event_time ROWS BETWEEN long_window - 1 PRECEDING AND CURRENT ROW
         ) AS long_count,
+        SUM(close_micros) OVER (
+            PARTITION BY symbol ORDER BY event_time ROWS BETWEEN short_window - 1 PRECEDING AND CURRENT ROW
+        ) AS short_sum,
+        SUM(close_micros) OVER (
+            PARTITION BY symbol ORDER BY event_time ROWS BETWEEN long_window - 1 PRECEDING AND CURRENT ROW
+        ) AS long_sum,
         LAG(volume) OVER (PARTITION BY symbol ORDER BY event_time) AS prev_volume
     FROM source_ticks
 ),
@@ -48,7 +64,16 @@ averages AS (
         volume,
         prev_volume,
         CAST(CASE WHEN short_count >= short_window THEN short_mean END AS double) AS sma_short,
-        CAST(CASE WHEN long_count >= long_window THEN long_mean END AS double) AS sma_long
+        CAST(CASE WHEN long_count >= long_window THEN long_mean END AS double) AS sma_long,
+        -- sum_short / short_window vs sum_long / long_window, cross-multiplied: 1 above, -1 below, 0 equal.
+        CASE
+            WHEN long_count >= long_window THEN
+                CASE
+                    WHEN short_sum * long_window > long_sum * short_window THEN 1
+                    WHEN short_sum * long_window < long_sum * short_window THEN -1
+                    ELSE 0
+                END
+        END AS trend
     FROM framed
 ),
 with_previous AS (
@@ -61,12 +86,12 @@ with_previous AS (
         prev_volume,
         sma_short,
         sma_long,
-        LAG(sma_short) OVER (PARTITION BY symbol ORDER BY event_time) AS prev_sma_short,
-        LAG(sma_long) OVER (PARTITION BY symbol ORDER BY event_time) AS prev_sma_long
+        trend,
+        LAG(trend) OVER (PARTITION BY symbol ORDER BY event_time) AS prev_trend
     FROM averages
 )
--- Comparisons with NULL are NULL, so a missing average or previous volume falls through to Hold and
--- no crossover is reported until both averages exist on both ticks.
+-- Comparisons with NULL are NULL, so a missing average (NULL trend) or previous volume falls through to Hold
+-- and no crossover is reported until both averages exist on both ticks.
 SELECT
     symbol,
     event_time,
@@ -78,15 +103,15 @@ SELECT
     prev_volume,
     CAST(
         CASE
-            WHEN sma_short > sma_long AND volume > prev_volume THEN 'Buy'
-            WHEN sma_short < sma_long AND volume > prev_volume THEN 'Sell'
+            WHEN trend > 0 AND volume > prev_volume THEN 'Buy'
+            WHEN trend < 0 AND volume > prev_volume THEN 'Sell'
             ELSE 'Hold'
         END AS varchar
     ) AS signal,
     CAST(
         CASE
-            WHEN prev_sma_short <= prev_sma_long AND sma_short > sma_long THEN 'golden_cross'
-            WHEN prev_sma_short >= prev_sma_long AND sma_short < sma_long THEN 'death_cross'
+            WHEN prev_trend <= 0 AND trend > 0 THEN 'golden_cross'
+            WHEN prev_trend >= 0 AND trend < 0 THEN 'death_cross'
         END AS varchar
     ) AS crossover
 FROM with_previous

@@ -126,6 +126,7 @@ FAITHFUL_NODES: frozenset[type[exp.Expression]] = frozenset(
         exp.Cast,
         exp.DataType,
         exp.Abs,
+        exp.Round,
         exp.Greatest,
         exp.Least,
         # aggregates and window functions

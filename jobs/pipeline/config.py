@@ -65,6 +65,8 @@ class KafkaConfig(_Section):
     # Secrets belong in the environment or the cluster's secret store, not here.
     options: dict[str, str] = Field(default_factory=dict)
     request_timeout_ms: int = Field(default=15000, ge=1000)
+    # How long the streaming job waits for the brokers (and the topic) at start before it stops with an error.
+    connect_timeout_seconds: float = Field(default=20.0, gt=0)
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -110,6 +112,11 @@ class StreamConfig(_Section):
     trigger_interval: str = "5 seconds"
     source_timezone: str = "Asia/Kolkata"
     max_message_bytes: int = Field(default=4096, ge=64)
+    # A tick more than this after its Kafka record's timestamp is quarantined as future_timestamp.
+    max_future_seconds: int = Field(default=300, ge=0)
+    # Compact (OPTIMIZE) the tables' partitions older than the lateness horizon every N batches that wrote ticks;
+    # 0 turns it off. In the job's own driver, so compaction never races the job's writes.
+    compact_every_batches: int = Field(default=200, ge=0)
     checkpoint_name: str = "stream_signals"
     register_catalog: bool = False
 

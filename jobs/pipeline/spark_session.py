@@ -36,7 +36,9 @@ def spark_settings(config: AppConfig) -> dict[str, str]:
         "spark.ui.enabled": str(config.spark.ui_enabled).lower(),
         # Athena and delta-rs read the default protocol: no deletion vectors, no column mapping.
         "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
-        "spark.databricks.delta.properties.defaults.autoOptimize.autoCompact": "true",
+        # Compaction runs inside the streaming job, outside the lateness horizon (see jobs.pipeline.compaction):
+        # automatic compaction after a write would rewrite the files the next batch reads and merges into.
+        "spark.databricks.delta.properties.defaults.autoOptimize.autoCompact": "false",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
         "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",

@@ -129,7 +129,8 @@ PIPELINE_METRICS = TableSpec(
 )
 
 # Internal bookkeeping of the streaming job (not registered in Glue): per symbol, the newest event time seen and
-# where the context needed to recompute late ticks starts. Bounded: one row per symbol.
+# where the context needed to recompute late ticks starts, with the settings it was built for. Bounded: one row
+# per symbol; rewritten whole by every batch (idempotently, like the appends).
 SIGNAL_STATE = TableSpec(
     name="_signal_state",
     schema=_fields(
@@ -139,9 +140,12 @@ SIGNAL_STATE = TableSpec(
         ("context_start_time", T.TimestampType(), True),
         ("previous_context_start_time", T.TimestampType(), True),
         ("batch_id", T.LongType(), False),
+        ("sma_short", T.IntegerType(), True),
+        ("sma_long", T.IntegerType(), True),
+        ("allowed_lateness_seconds", T.LongType(), True),
     ),
     partition_by=(),
-    description="Per-symbol watermark and recomputation context start (internal).",
+    description="Per-symbol watermark and recomputation context start, with the settings they hold for (internal).",
 )
 
 PUBLIC_TABLES: tuple[TableSpec, ...] = (RAW_TICKS, TICKS, TICKS_QUARANTINE, SIGNALS, PIPELINE_METRICS)
@@ -155,9 +159,11 @@ REJECT_REASONS: tuple[str, ...] = (
     "missing_field",
     "bad_type",
     "bad_timestamp",
+    "future_timestamp",
     "bad_symbol",
     "non_finite",
     "non_positive_price",
+    "price_out_of_range",
     "negative_volume",
     "conflicting_duplicate",
     "too_late",

@@ -16,12 +16,13 @@ from jobs.pipeline.transforms.parse import PARSED_COLUMNS, parse_records, quaran
 
 MAX_BYTES = 4096
 SOURCE_TZ = "Asia/Kolkata"
-INGEST_TIME = "2026-01-02 03:04:05"  # UTC, the session time zone
+INGEST_TIME = "2026-12-01 03:04:05"  # UTC, the session time zone; after every event time of these cases
 TS = "2026-11-24T09:15:00.123Z"
 ISO_HINT = "ISO-8601 with offset or Z, e.g. 2026-11-24T09:15:00.123Z"
 LEGACY_HINT = "yyyy-MM-dd HH:mm:ss (in Asia/Kolkata)"
 SYMBOL_HINT = "1-16 characters of A-Z 0-9 . _ -"
 INTEGER_HINT = "an integer (BIGINT range)"
+RANGE_HINT = "a time from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z"
 
 OUTCOME_SCHEMA = T.StructType(
     [
@@ -128,8 +129,11 @@ def test_valid_v1(spark_utc: SparkSession) -> None:
         v1(ts="2026-11-24T09:15:00.123-04:00"),
         v1(ts="2026-11-24T09:15:00Z"),
         v1(ts="2026-11-24T09:15:00.123456Z"),
-        v1(ts="2026-11-24T09:15:00.123456789Z"),  # beyond microseconds: truncated
+        v1(
+            ts="2026-11-24T09:15:00.123456789Z"
+        ),  # beyond milliseconds: truncated (every engine keys ticks by the millisecond)
         v1(ts="2026-11-24T09:15:00.5+0530"),
+        v1(ts="2026-12-01T03:09:05Z"),  # exactly max_future_seconds after the Kafka timestamp: accepted
         v1(close=187),  # an integer price is a number
         v1(volume=0, close=1e-9),
         v1(volume=9223372036854775807),
@@ -141,14 +145,15 @@ def test_valid_v1(spark_utc: SparkSession) -> None:
         (1, "SYM001", "2026-11-24 03:45:00.123000", 187.23, 1200),
         (2, "SYM001", "2026-11-24 13:15:00.123000", 187.23, 1200),
         (3, "SYM001", "2026-11-24 09:15:00.000000", 187.23, 1200),
-        (4, "SYM001", "2026-11-24 09:15:00.123456", 187.23, 1200),
-        (5, "SYM001", "2026-11-24 09:15:00.123456", 187.23, 1200),
+        (4, "SYM001", "2026-11-24 09:15:00.123000", 187.23, 1200),
+        (5, "SYM001", "2026-11-24 09:15:00.123000", 187.23, 1200),
         (6, "SYM001", "2026-11-24 03:45:00.500000", 187.23, 1200),
-        (7, "SYM001", "2026-11-24 09:15:00.123000", 187.0, 1200),
-        (8, "SYM001", "2026-11-24 09:15:00.123000", 1e-9, 0),
-        (9, "SYM001", "2026-11-24 09:15:00.123000", 187.23, 9223372036854775807),
-        (10, "ABCDEFGHIJ012._-", "2026-11-24 09:15:00.123000", 187.23, 1200),
-        (11, "SYM001", "2026-11-24 09:15:00.123000", 187.23, 1200),
+        (7, "SYM001", "2026-12-01 03:09:05.000000", 187.23, 1200),
+        (8, "SYM001", "2026-11-24 09:15:00.123000", 187.0, 1200),
+        (9, "SYM001", "2026-11-24 09:15:00.123000", 1e-9, 0),
+        (10, "SYM001", "2026-11-24 09:15:00.123000", 187.23, 9223372036854775807),
+        (11, "ABCDEFGHIJ012._-", "2026-11-24 09:15:00.123000", 187.23, 1200),
+        (12, "SYM001", "2026-11-24 09:15:00.123000", 187.23, 1200),
     ]
     assert_df_equality(
         outcome(parse(spark_utc, values)),
@@ -191,7 +196,7 @@ def test_legacy_source_time_zone_is_configurable(spark_utc: SparkSession, tz: st
 
 
 def test_instants_and_dates_do_not_depend_on_the_session_time_zone(spark_utc: SparkSession) -> None:
-    values = [v1(), v1(ts="2026-11-24T23:15:00.123-05:00"), legacy(), v1(ts="1969-12-31T23:59:59.999Z")]
+    values = [v1(), v1(ts="2026-11-24T23:15:00.123-05:00"), legacy(), v1(ts="1970-01-01T00:00:00.001+00:00")]
 
     def instants_and_dates() -> list[tuple[int, str]]:
         ticks = valid_ticks(parse(spark_utc, values)).orderBy("offset")
@@ -205,7 +210,7 @@ def test_instants_and_dates_do_not_depend_on_the_session_time_zone(spark_utc: Sp
     finally:
         spark_utc.conf.set("spark.sql.session.timeZone", "UTC")
     assert elsewhere == in_utc
-    assert [date for _, date in in_utc] == ["2026-11-24", "2026-11-25", "2025-07-19", "1969-12-31"]
+    assert [date for _, date in in_utc] == ["2026-11-24", "2026-11-25", "2025-07-19", "1970-01-01"]
 
 
 # (value, reason, detail): at least one per reason the parser can give, and the order of the checks.
@@ -319,6 +324,33 @@ REJECT_CASES: list[tuple[str | None, str, str]] = [
     (v1().replace("187.23", "1e400"), "non_finite", "field close: expected a finite number, got Infinity"),
     (legacy(Close=float("nan")), "non_finite", "field Close: expected a finite number, got NaN"),
     (v1(close=float("nan"), volume=-1), "non_finite", "field close: expected a finite number, got NaN"),
+    # out of the range every reader represents: poison for Python and pandas, quarantined, event_time left NULL
+    (
+        v1(ts="9999-12-31T23:30:00-01:00"),
+        "bad_timestamp",
+        f'field ts: expected {RANGE_HINT}, got "9999-12-31T23:30:00-01:00"',
+    ),
+    (v1(ts="0000-06-01T00:00:00Z"), "bad_timestamp", f'field ts: expected {RANGE_HINT}, got "0000-06-01T00:00:00Z"'),
+    (
+        v1(ts="1969-12-31T23:59:59.999Z"),
+        "bad_timestamp",
+        f'field ts: expected {RANGE_HINT}, got "1969-12-31T23:59:59.999Z"',
+    ),
+    # future_timestamp: more than stream.max_future_seconds (300) after the Kafka timestamp (INGEST_TIME)
+    (
+        v1(ts="2026-12-01T03:09:05.001Z"),
+        "future_timestamp",
+        'field ts: "2026-12-01T03:09:05.001Z" is more than 300 s after the record\'s Kafka timestamp '
+        "2026-12-01T03:04:05.000Z",
+    ),
+    (
+        v1(ts="2126-11-24T09:15:00Z"),
+        "future_timestamp",
+        'field ts: "2126-11-24T09:15:00Z" is more than 300 s after the record\'s Kafka timestamp '
+        "2026-12-01T03:04:05.000Z",
+    ),
+    # price_out_of_range: prices are compared as whole millionths in a BIGINT
+    (v1(close=1e9), "price_out_of_range", "field close: expected a number below 1000000000, got 1.0E9"),
     # non_positive_price
     (v1(close=0), "non_positive_price", "field close: expected a number > 0, got 0.0"),
     (v1(close=-1.5), "non_positive_price", "field close: expected a number > 0, got -1.5"),
@@ -464,7 +496,7 @@ def test_quarantine_rows_are_the_quarantine_table_columns(spark_utc: SparkSessio
                 "sym001",
                 "2026-11-24 09:15:00.123",
                 INGEST_TIME,
-                "2026-01-02",
+                "2026-12-01",
             ),
             (
                 "not_json",
@@ -478,7 +510,7 @@ def test_quarantine_rows_are_the_quarantine_table_columns(spark_utc: SparkSessio
                 None,
                 None,
                 INGEST_TIME,
-                "2026-01-02",
+                "2026-12-01",
             ),
         ],
         "reason string, detail string, kafka_key string, value string, topic string, partition int, offset long, "

@@ -1,6 +1,8 @@
 """Pure steps of one micro-batch: de-duplication, lateness, the recomputation window and its bookkeeping.
 
-Each function takes and returns DataFrames; reading and writing Delta happens in jobs.stream_signals.
+Each function takes and returns DataFrames; reading and writing Delta happens in jobs.pipeline.micro_batch.
+The micro-batch runs them in this order: classify_records (parse rejects, duplicates, too_late) -> batch_summary
+(the counts the driver needs) -> recomputed_signals over the context -> split_new_rows / signal_changes -> next_state.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from jobs.pipeline.transforms.signals import SIGNAL_COLUMNS, with_signals
 ACCEPT = "accept"
 DUPLICATE = "duplicate"
 CONFLICT = "conflicting_duplicate"
+TOO_LATE = "too_late"
 
 _KEY = ["symbol", "event_time"]
 
@@ -123,22 +126,38 @@ def recomputed_signals(context: DataFrame, starts: DataFrame, sma_short: int, sm
     )
 
 
-def signal_changes(recomputed: DataFrame, stored: DataFrame) -> DataFrame:
-    """Recomputed rows that are new (`is_new`) or differ from the stored row; `revision` is the stored one."""
+def signal_changes(recomputed: DataFrame, stored: DataFrame, batch_id: int | None = None) -> DataFrame:
+    """Recomputed rows that are new (`is_new`) or differ from the stored row; `revision` is the stored one + 1.
+
+    With `batch_id`, a stored row this very batch already wrote (an earlier attempt of a retried batch) is kept
+    too, with its stored revision and `needs_write` false: it still counts as this batch's correction and is
+    published again, but is not rewritten.
+    """
     compared = ("close", "volume", "sma_short", "sma_long", "prev_volume", "signal", "crossover")
+    own_batch = F.col("batch_id") == F.lit(batch_id) if batch_id is not None else F.lit(False)
     previous = stored.select(
-        *_KEY, F.col("revision").alias("stored_revision"), *[F.col(c).alias(f"stored_{c}") for c in compared]
+        *_KEY,
+        F.col("revision").alias("stored_revision"),
+        own_batch.alias("stored_by_this_batch"),
+        *[F.col(c).alias(f"stored_{c}") for c in compared],
     )
     joined = recomputed.join(previous, on=_KEY, how="left")
     unchanged = F.lit(True)
     for column in compared:
         unchanged = unchanged & F.col(column).eqNullSafe(F.col(f"stored_{column}"))
     is_new = F.col("stored_revision").isNull()
+    already_written = ~is_new & unchanged & F.col("stored_by_this_batch") & (F.col("stored_revision") > 0)
     return (
-        joined.where(is_new | ~unchanged)
+        joined.where(is_new | ~unchanged | already_written)
         .withColumn("is_new", is_new)
-        .withColumn("revision", F.when(is_new, F.lit(0)).otherwise(F.col("stored_revision") + 1))
-        .select(*SIGNAL_COLUMNS, "revision", "is_new")
+        .withColumn(
+            "revision",
+            F.when(is_new, F.lit(0))
+            .when(already_written, F.col("stored_revision"))
+            .otherwise(F.col("stored_revision") + 1),
+        )
+        .withColumn("needs_write", ~already_written)
+        .select(*SIGNAL_COLUMNS, "revision", "is_new", "needs_write")
     )
 
 
@@ -182,4 +201,77 @@ def next_state(
             "previous_context_start_time",
             F.lit(batch_id).cast("long").alias("batch_id"),
         )
+    )
+
+
+def classify_records(
+    parsed: DataFrame, stored: DataFrame, watermarks: DataFrame, allowed_lateness_seconds: int
+) -> DataFrame:
+    """Every record of the batch with its `outcome` and, for rejects, `reject_reason` and `reject_detail`.
+
+    outcome: accept, duplicate (an identical re-send: dropped and counted), or the reason it is quarantined
+    (a parse check's, conflicting_duplicate, too_late). `stored` holds the stored ticks that share a key with a
+    candidate (see classify_duplicates); `watermarks` each symbol's newest event time before this batch.
+    """
+    candidates = parsed.where(F.col("reject_reason").isNull())
+    flagged = flag_too_late(classify_duplicates(candidates, stored), watermarks, allowed_lateness_seconds)
+    outcome = (
+        F.when(F.col("disposition") != ACCEPT, F.col("disposition"))
+        .when(F.col("too_late"), F.lit(TOO_LATE))
+        .otherwise(F.lit(ACCEPT))
+    )
+    detail = F.when(
+        F.col("outcome") == CONFLICT,
+        F.concat(
+            F.lit("same symbol and event_time as "), F.col("duplicate_of"), F.lit(" with a different close or volume")
+        ),
+    ).when(
+        F.col("outcome") == TOO_LATE,
+        F.lit(f"older than the symbol's newest tick by more than {allowed_lateness_seconds} s"),
+    )
+    judged = (
+        flagged.withColumn("outcome", outcome)
+        .withColumn("reject_reason", F.when(F.col("outcome").isin(CONFLICT, TOO_LATE), F.col("outcome")))
+        .withColumn("reject_detail", detail)
+        .select(*parsed.columns, "outcome")
+    )
+    rejected = parsed.where(F.col("reject_reason").isNotNull()).withColumn("outcome", F.col("reject_reason"))
+    return rejected.unionByName(judged)
+
+
+def candidate_ranges(parsed: DataFrame) -> DataFrame:
+    """Per symbol of the valid records: the earliest event time (epoch microseconds, time-zone free)."""
+    return (
+        parsed.where(F.col("reject_reason").isNull())
+        .groupBy("symbol")
+        .agg(F.min(F.unix_micros("event_time")).alias("first_micros"))
+    )
+
+
+def batch_summary(classified: DataFrame) -> DataFrame:
+    """What the driver needs after classification, in one small aggregation.
+
+    Per outcome (and per symbol for accepted ticks): the count, the accepted ticks' earliest and newest event
+    time (epoch microseconds) and their largest lag from event time to ingestion (milliseconds).
+    """
+    accepted = F.col("outcome") == ACCEPT
+    return classified.groupBy("outcome", F.when(accepted, F.col("symbol")).alias("symbol")).agg(
+        F.count(F.lit(1)).alias("records"),
+        F.min(F.when(accepted, F.unix_micros("event_time"))).alias("first_micros"),
+        F.max(F.when(accepted, F.unix_micros("event_time"))).alias("last_micros"),
+        F.max(F.when(accepted, F.unix_millis("ingest_time") - F.unix_millis("event_time"))).alias("max_lag_ms"),
+    )
+
+
+def split_new_rows(recomputed: DataFrame, watermarks: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """(rows after each symbol's newest earlier tick, rows at or before it).
+
+    The first are new signal rows for sure (no stored tick is newer than the watermark), so they are appended;
+    only the second may correct stored rows and need the comparison and the MERGE.
+    """
+    marked = recomputed.join(F.broadcast(watermarks.select("symbol", "last_event_time")), on="symbol", how="left")
+    beyond = F.col("last_event_time").isNull() | (F.col("event_time") > F.col("last_event_time"))
+    return (
+        marked.where(beyond).select(*SIGNAL_COLUMNS),
+        marked.where(~beyond).select(*SIGNAL_COLUMNS),
     )

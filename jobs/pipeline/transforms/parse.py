@@ -16,9 +16,17 @@ Decisions (also in the unit tests):
   is accepted (pandas-based producers write whole numbers as floats), ``12.5`` is ``bad_type``.
 - ``NaN``/``Infinity`` literals (what Python's json.dumps writes) and overflowing numbers (``1e400``) parse as
   doubles, so a non-finite ``close`` is ``non_finite``; a non-finite ``volume`` is ``bad_type``.
-- v1 ``ts``: ``yyyy-MM-ddTHH:mm:ss[.f{1,9}]`` then ``Z``, ``+HH:MM`` or ``+HHMM``; fractions beyond
-  microseconds are truncated. Legacy ``Date-Time``: exactly ``yyyy-MM-dd HH:mm:ss`` in ``source_timezone``
-  (a wall-clock time skipped by a DST change resolves forward, as java.time does).
+- v1 ``ts``: ``yyyy-MM-ddTHH:mm:ss[.f{1,9}]`` then ``Z``, ``+HH:MM`` or ``+HHMM``. Event times are stored
+  with millisecond precision (finer fractions are truncated): Athena/Trino read Delta timestamps as
+  ``timestamp(3)``, so every engine orders and keys ticks identically; two records of one symbol in the same
+  millisecond are the same tick (a duplicate, or a conflicting one).
+- Event times must lie in [1970-01-01T00:00:00Z, 9999-12-31T23:59:59.999Z] (what Spark, Python, delta-rs, Trino
+  and Athena all represent; Kafka timestamps start at the epoch too), else ``bad_timestamp``; and no later than
+  the Kafka record's timestamp plus ``max_future_seconds``, else ``future_timestamp`` (one bad clock must not
+  move a symbol's newest time into the future and make every later tick too late).
+- ``close`` must be below 1e9 (``price_out_of_range``): prices are compared as whole millionths in a BIGINT.
+- Legacy ``Date-Time``: exactly ``yyyy-MM-dd HH:mm:ss`` in ``source_timezone`` (a wall-clock time skipped by a DST
+  change resolves forward, as java.time does).
 """
 
 from __future__ import annotations
@@ -58,6 +66,10 @@ _LEGACY_TS_PATTERN = r"\A\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\z"
 _LEGACY_TS_FORMAT = "yyyy-MM-dd HH:mm:ss"
 _SHOWN_CHARS = 64
 _MICROS_PER_DAY = 86_400_000_000
+# [1970-01-01T00:00:00Z, 10000-01-01T00:00:00Z) in microseconds since the epoch.
+_MIN_EVENT_MICROS = 0
+_END_EVENT_MICROS = 253_402_300_800_000_000
+MAX_CLOSE = 1e9
 
 # The JSON key of each logical field, per message format.
 _KEYS: dict[str, dict[str, str]] = {
@@ -136,7 +148,8 @@ def _event_time(text: Column, source_timezone: str) -> Column:
         text.rlike(_LEGACY_TS_PATTERN),
         F.try_to_timestamp(F.concat(text, F.lit(f" {source_timezone}")), F.lit(f"{_LEGACY_TS_FORMAT} VV")),
     )
-    return F.when(_p("format") == V1, iso).when(_p("format") == LEGACY, legacy)
+    parsed = F.when(_p("format") == V1, iso).when(_p("format") == LEGACY, legacy)
+    return F.timestamp_millis(F.unix_millis(parsed))
 
 
 def _typed_values(df: DataFrame, source_timezone: str) -> DataFrame:
@@ -145,7 +158,7 @@ def _typed_values(df: DataFrame, source_timezone: str) -> DataFrame:
     integral_volume = F.when(
         _is_number(_p("type_volume")) & (volume_decimal == F.floor(volume_decimal)), volume_decimal.try_cast("bigint")
     )
-    return df.withColumns(
+    with_types = df.withColumns(
         {
             "symbol": F.when(_p("type_symbol") == "STRING", F.try_variant_get(_p("raw_symbol"), "$", "string")),
             "_p_time_text": F.when(_p("type_time") == "STRING", F.try_variant_get(_p("raw_time"), "$", "string")),
@@ -153,7 +166,11 @@ def _typed_values(df: DataFrame, source_timezone: str) -> DataFrame:
             "volume": integral_volume,
             "message_format": _p("format"),
         }
-    ).withColumn("event_time", _event_time(_p("time_text"), source_timezone))
+    ).withColumn("_p_any_time", _event_time(_p("time_text"), source_timezone))
+    # Out of range: kept out of event_time (a year-10000 value breaks Python, pandas and other readers).
+    micros = F.unix_micros(_p("any_time"))
+    in_range = (micros >= _MIN_EVENT_MICROS) & (micros < _END_EVENT_MICROS)
+    return with_types.withColumn("event_time", F.when(in_range, _p("any_time")))
 
 
 def _about(field: str, expected: str | Column, got: Column) -> Column:
@@ -172,7 +189,7 @@ def _bad_type_detail(typed: dict[str, Column]) -> Column:
     return detail
 
 
-def _checks(max_message_bytes: int, source_timezone: str) -> list[tuple[str, Column, Column]]:
+def _checks(max_message_bytes: int, source_timezone: str, max_future_seconds: int) -> list[tuple[str, Column, Column]]:
     """(reason, failed condition, detail) in the order the checks run; the first failing one wins."""
     value, fields = F.col("value"), _p("fields")
     size = F.octet_length(value)
@@ -192,6 +209,10 @@ def _checks(max_message_bytes: int, source_timezone: str) -> list[tuple[str, Col
         F.lit(f"{_LEGACY_TS_FORMAT} (in {source_timezone})")
     )
     close, volume = F.col("close"), F.col("volume")
+    event_micros = F.unix_micros(F.col("event_time"))
+    # The record's own clock: Kafka's timestamp, else (none given) when the job read it.
+    record_time = F.coalesce(F.col("kafka_timestamp"), F.col("ingest_time"))
+    latest_allowed = F.unix_micros(record_time) + F.lit(max_future_seconds * 1_000_000)
     return [
         (
             "oversized",
@@ -210,7 +231,23 @@ def _checks(max_message_bytes: int, source_timezone: str) -> list[tuple[str, Col
             F.concat(F.lit("missing field(s): "), F.concat_ws(", ", missing)),
         ),
         ("bad_type", _any(column.isNull() for column in typed.values()), _bad_type_detail(typed)),
-        ("bad_timestamp", F.col("event_time").isNull(), _about("time", expected_time, _shown(_p("raw_time")))),
+        ("bad_timestamp", _p("any_time").isNull(), _about("time", expected_time, _shown(_p("raw_time")))),
+        (
+            "bad_timestamp",
+            F.col("event_time").isNull(),
+            _about("time", "a time from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z", _shown(_p("raw_time"))),
+        ),
+        (
+            "future_timestamp",
+            event_micros > latest_allowed,
+            F.format_string(
+                "field %s: %s is more than %d s after the record's Kafka timestamp %s",
+                _json_key("time"),
+                _shown(_p("raw_time")),
+                F.lit(max_future_seconds),
+                F.date_format(record_time, "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"),
+            ),
+        ),
         (
             "bad_symbol",
             ~F.col("symbol").rlike(_SYMBOL_PATTERN),
@@ -222,13 +259,18 @@ def _checks(max_message_bytes: int, source_timezone: str) -> list[tuple[str, Col
             _about("close", "a finite number", close.cast("string")),
         ),
         ("non_positive_price", close <= 0, _about("close", "a number > 0", close.cast("string"))),
+        (
+            "price_out_of_range",
+            close >= MAX_CLOSE,
+            _about("close", "a number below 1000000000", close.cast("string")),
+        ),
         ("negative_volume", volume < 0, _about("volume", "an integer >= 0", volume.cast("string"))),
     ]
 
 
-def _reject(df: DataFrame, max_message_bytes: int, source_timezone: str) -> DataFrame:
+def _reject(df: DataFrame, max_message_bytes: int, source_timezone: str, max_future_seconds: int) -> DataFrame:
     first_failure: Column | None = None
-    for reason, failed, detail in _checks(max_message_bytes, source_timezone):
+    for reason, failed, detail in _checks(max_message_bytes, source_timezone, max_future_seconds):
         outcome = F.struct(F.lit(reason).alias("reason"), detail.alias("detail"))
         first_failure = F.when(failed, outcome) if first_failure is None else first_failure.when(failed, outcome)
     return df.withColumn("_p_reject", first_failure).withColumns(
@@ -236,7 +278,9 @@ def _reject(df: DataFrame, max_message_bytes: int, source_timezone: str) -> Data
     )
 
 
-def parse_records(records: DataFrame, max_message_bytes: int, source_timezone: str) -> DataFrame:
+def parse_records(
+    records: DataFrame, max_message_bytes: int, source_timezone: str, max_future_seconds: int = 300
+) -> DataFrame:
     """Every input record once: its columns plus the parsed tick fields and reject_reason/reject_detail.
 
     ``records`` has the columns of ``jobs.pipeline.tables.KAFKA_RECORD_SCHEMA``. Rejected rows keep whatever fields did
@@ -251,7 +295,7 @@ def parse_records(records: DataFrame, max_message_bytes: int, source_timezone: s
         .transform(_detect_format)
         .transform(_extract_fields)
         .transform(_typed_values, source_timezone)
-        .transform(_reject, max_message_bytes, source_timezone)
+        .transform(_reject, max_message_bytes, source_timezone, max_future_seconds)
         .transform(_optimizer_barrier, records.columns)
     )
 

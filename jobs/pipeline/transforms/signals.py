@@ -21,26 +21,51 @@ SIGNAL_COLUMNS = (
 )
 
 
+# Prices are compared as whole micro-units (6 decimals): sums of integers are exact in every engine, so two equal
+# averages compare equal in Spark, Trino and DuckDB alike, instead of being decided by the rounding noise of a
+# floating-point sum whose order each engine picks. parse rejects prices that do not fit (price_out_of_range).
+PRICE_SCALE = 1_000_000
+
+
+def close_micros(close: Column) -> Column:
+    """The close in whole millionths, the exact form the averages are compared in."""
+    return F.round(close * F.lit(PRICE_SCALE)).cast("bigint")
+
+
 def _trailing_mean(close: Column, by_time: Window, length: int) -> Column:
     """Mean of the `length` most recent closes up to this tick; NULL while fewer exist."""
     frame = by_time.rowsBetween(-(length - 1), Window.currentRow)
     return F.when(F.count(close).over(frame) >= length, F.avg(close).over(frame))
 
 
-def signal_label(sma_short: Column, sma_long: Column, volume: Column, prev_volume: Column) -> Column:
+def _trend(close: Column, by_time: Window, sma_short: int, sma_long: int) -> Column:
+    """1 when SMA short > SMA long, -1 when below, 0 when equal (exactly), NULL while a window is incomplete.
+
+    sum_short / short > sum_long / long  <=>  sum_short * long > sum_long * short, in integers.
+    """
+    short_frame = by_time.rowsBetween(-(sma_short - 1), Window.currentRow)
+    long_frame = by_time.rowsBetween(-(sma_long - 1), Window.currentRow)
+    micros = close_micros(close)
+    short_side = F.sum(micros).over(short_frame) * F.lit(sma_long)
+    long_side = F.sum(micros).over(long_frame) * F.lit(sma_short)
+    complete = F.count(close).over(long_frame) >= sma_long
+    return F.when(complete, F.when(short_side > long_side, 1).when(short_side < long_side, -1).otherwise(0))
+
+
+def signal_label(trend: Column, volume: Column, prev_volume: Column) -> Column:
     rising_volume = volume > prev_volume
     # Comparisons with NULL are NULL, so `when` falls through to Hold for any missing input.
     return (
-        F.when((sma_short > sma_long) & rising_volume, F.lit("Buy"))
-        .when((sma_short < sma_long) & rising_volume, F.lit("Sell"))
+        F.when((trend > 0) & rising_volume, F.lit("Buy"))
+        .when((trend < 0) & rising_volume, F.lit("Sell"))
         .otherwise(F.lit("Hold"))
     )
 
 
-def crossover_label(sma_short: Column, sma_long: Column, prev_short: Column, prev_long: Column) -> Column:
-    # NULL averages make every comparison NULL, so no cross is reported until both exist on both ticks.
-    return F.when((prev_short <= prev_long) & (sma_short > sma_long), F.lit("golden_cross")).when(
-        (prev_short >= prev_long) & (sma_short < sma_long), F.lit("death_cross")
+def crossover_label(trend: Column, prev_trend: Column) -> Column:
+    # A NULL trend (incomplete window) makes every comparison NULL: no cross until both ticks have both averages.
+    return F.when((prev_trend <= 0) & (trend > 0), F.lit("golden_cross")).when(
+        (prev_trend >= 0) & (trend < 0), F.lit("death_cross")
     )
 
 
@@ -51,22 +76,17 @@ def with_signals(ticks: DataFrame, sma_short: int = 9, sma_long: int = 21) -> Da
     at least `sma_long` ticks of their symbol before them in `ticks`, or all of the symbol's history.
     """
     by_time = Window.partitionBy("symbol").orderBy("event_time")
+    trend = "_signal_trend"
     with_averages = (
         ticks.withColumn("sma_short", _trailing_mean(F.col("close"), by_time, sma_short))
         .withColumn("sma_long", _trailing_mean(F.col("close"), by_time, sma_long))
         .withColumn("prev_volume", F.lag("volume").over(by_time))
+        .withColumn(trend, _trend(F.col("close"), by_time, sma_short, sma_long))
     )
-    return with_averages.withColumn(
-        "signal",
-        signal_label(F.col("sma_short"), F.col("sma_long"), F.col("volume"), F.col("prev_volume")),
-    ).withColumn(
-        "crossover",
-        crossover_label(
-            F.col("sma_short"),
-            F.col("sma_long"),
-            F.lag("sma_short").over(by_time),
-            F.lag("sma_long").over(by_time),
-        ),
+    return (
+        with_averages.withColumn("signal", signal_label(F.col(trend), F.col("volume"), F.col("prev_volume")))
+        .withColumn("crossover", crossover_label(F.col(trend), F.lag(trend).over(by_time)))
+        .drop(trend)
     )
 
 

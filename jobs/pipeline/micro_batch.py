@@ -1,0 +1,543 @@
+"""The foreachBatch function of the streaming job: one micro-batch of Kafka records -> the Delta tables.
+
+The steps, in the order the README describes them:
+
+1. parse        records -> ticks or parse rejects (jobs.pipeline.transforms.parse)
+2. classify     duplicates, conflicting duplicates, too_late, against the batch, the stored ticks of the
+                same keys and the per-symbol state (transforms.batch.classify_records)
+3. write        raw_ticks, ticks and ticks_quarantine appends
+4. recompute    signals of every affected symbol from its earliest new tick on, over a context of stored ticks
+                bounded per symbol (transforms.batch.recomputed_signals)
+5. upsert       rows after each symbol's newest earlier tick are new: appended; rows before it may correct a
+                stored row: compared and MERGEd (only when late ticks arrived); published first when enabled
+6. state        the per-symbol state (jobs.pipeline.state), rewritten whole
+7. metrics      one pipeline_metrics row, and a JSON log line
+(every `stream.compact_every_batches` batches with ticks: compact the partitions before the lateness horizon)
+
+Work per batch is bounded by the batch and the lateness horizon: every read of `ticks` and `signals` carries
+literal symbol, date and time bounds that let Delta skip partitions and files; the state lives in the driver.
+Every write is idempotent under a retried batch (Delta txnAppId/txnVersion for appends and overwrites, the
+state's saved previous values for the classification, content comparison for the MERGE), so a restart on the
+same checkpoint never writes anything twice, whichever writes the failed attempt had committed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import reduce
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.pipeline.config import AppConfig
+from jobs.pipeline.delta_io import append_once, compact, merge_signal_corrections, overwrite_once, signal_rows
+from jobs.pipeline.kafka_io import publish_signals
+from jobs.pipeline.state import (
+    StateSettings,
+    SymbolState,
+    check_settings,
+    load_state,
+    rebuild_context_starts,
+    state_frame,
+    timestamp_literal,
+    utc_day,
+)
+from jobs.pipeline.tables import ALL_TABLES, PIPELINE_METRICS, RAW_TICKS, SIGNAL_STATE, SIGNALS, TICKS, TICKS_QUARANTINE
+from jobs.pipeline.transforms.batch import (
+    ACCEPT,
+    DUPLICATE,
+    batch_summary,
+    candidate_ranges,
+    classify_records,
+    next_state,
+    recomputed_signals,
+    signal_changes,
+    split_new_rows,
+)
+from jobs.pipeline.transforms.parse import parse_records, quarantine_rows, utc_date, valid_ticks
+
+log = logging.getLogger("stream_signals")
+
+_TICK_COLUMNS = ["symbol", "event_time", "close", "volume"]
+# Symbols whose context starts lie further apart than this are read with separate scans, so one long-silent
+# symbol does not pull every symbol's read back to its own old context.
+_MIN_CONTEXT_GAP_MICROS = 3600 * 1_000_000
+
+FaultHook = Callable[[str], None]
+
+
+@dataclass
+class BatchOutcome:
+    batch_id: int
+    batch_started_at: datetime
+    records_read: int = 0
+    ticks_written: int = 0
+    quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    signals_emitted: int = 0
+    signals_corrected: int = 0
+    batch_duration_ms: int = 0
+    max_event_time_lag_ms: int | None = None
+
+    @property
+    def quarantined(self) -> int:
+        return sum(self.quarantined_by_reason.values())
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "batch_id": self.batch_id,
+            "batch_started_at": self.batch_started_at,
+            "records_read": self.records_read,
+            "ticks_written": self.ticks_written,
+            "quarantined": self.quarantined,
+            "quarantined_by_reason": self.quarantined_by_reason,
+            "duplicates": self.duplicates,
+            "signals_emitted": self.signals_emitted,
+            "signals_corrected": self.signals_corrected,
+            "batch_duration_ms": self.batch_duration_ms,
+            "max_event_time_lag_ms": self.max_event_time_lag_ms,
+        }
+
+
+@dataclass
+class RunTotals:
+    """Counts over every batch of one run (kept as sums, so a long run holds no per-batch history)."""
+
+    batches: int = 0
+    records_read: int = 0
+    ticks_written: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    signals_emitted: int = 0
+    signals_corrected: int = 0
+
+    def add(self, outcome: BatchOutcome) -> None:
+        if not outcome.records_read:
+            return
+        self.batches += 1
+        self.records_read += outcome.records_read
+        self.ticks_written += outcome.ticks_written
+        self.quarantined += outcome.quarantined
+        self.duplicates += outcome.duplicates
+        self.signals_emitted += outcome.signals_emitted
+        self.signals_corrected += outcome.signals_corrected
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """Per symbol, the accepted ticks of the batch: earliest and newest event time (epoch micros), count."""
+
+    first: int
+    last: int
+    count: int
+
+
+class SignalBatchProcessor:
+    """The foreachBatch function. Holds the config, the table paths and the per-symbol state."""
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        config: AppConfig,
+        checkpoint: str,
+        app_id: str | None = None,
+        fault_hook: FaultHook | None = None,
+    ) -> None:
+        self.spark = spark
+        self.config = config
+        self.checkpoint = checkpoint
+        self.paths = {spec.name: config.table_path(spec.name) for spec in ALL_TABLES}
+        self._app_id = app_id
+        self._fault_hook = fault_hook
+        self._states: dict[str, SymbolState] | None = None
+        self.settings = StateSettings.of(config.signals)
+        self.totals = RunTotals()
+        self._batches_with_ticks = 0
+        self._writers = ThreadPoolExecutor(max_workers=3, thread_name_prefix="delta-writer")
+
+    # ------------------------------------------------------------------ identity and state
+
+    @property
+    def app_id(self) -> str:
+        """Delta's idempotent-write id: the streaming query's id, kept in its checkpoint.
+
+        A new checkpoint is a new query, so its batch ids (starting at 0 again) are never mistaken for
+        batches Delta has already committed.
+        """
+        if self._app_id is None:
+            metadata = self.spark.read.text(f"{self.checkpoint}/metadata").first()
+            assert metadata is not None, f"no metadata in checkpoint {self.checkpoint}"
+            self._app_id = "market-signals-" + json.loads(metadata[0])["id"]
+        return self._app_id
+
+    @property
+    def states(self) -> dict[str, SymbolState]:
+        if self._states is None:
+            self._states = self.load_states()
+        return self._states
+
+    def load_states(self) -> dict[str, SymbolState]:
+        """The state table, checked against the configured windows (raises SettingsChanged on a change)."""
+        states, recorded = load_state(self.spark, self.paths[SIGNAL_STATE.name])
+        if check_settings(recorded, self.settings):
+            log.warning(
+                "signals.allowed_lateness_seconds changed to %d: rebuilding the context starts of %d symbols",
+                self.settings.allowed_lateness_seconds,
+                len(states),
+            )
+            states = rebuild_context_starts(self.spark, self._table(TICKS.name), states, self.settings)
+        return states
+
+    def _table(self, name: str) -> DataFrame:
+        return self.spark.read.format("delta").load(self.paths[name])
+
+    def _fault(self, step: str) -> None:
+        """A test hook between the writes of a batch (raising here simulates a crash at that point)."""
+        if self._fault_hook is not None:
+            self._fault_hook(step)
+
+    def close(self) -> None:
+        self._writers.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ the batch
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        started = time.monotonic()
+        outcome = BatchOutcome(batch_id, datetime.now(UTC))
+        states = self.states
+        _ = self.app_id  # resolved once, before the writer threads use it
+        batch = batch.persist()
+        pending: list[Future[None]] = []
+        try:
+            pending.append(self._submit(self._write_raw, batch, batch_id))
+            self._process(batch, batch_id, states, outcome, pending)
+        finally:
+            _wait_all(pending)
+            batch.unpersist()
+        outcome.batch_duration_ms = int((time.monotonic() - started) * 1000)
+        if outcome.records_read:
+            self._write_metrics(outcome)
+        self.totals.add(outcome)
+        if outcome.ticks_written:
+            self._batches_with_ticks += 1
+            every = self.config.stream.compact_every_batches
+            if every and self._batches_with_ticks % every == 0:
+                self.compact_settled(states)
+        log.info(json.dumps({"event": "batch", **outcome.as_row()}, default=str))
+
+    def _submit(self, write: Callable[..., None], *args: Any) -> Future[None]:
+        return self._writers.submit(write, *args)
+
+    def _process(
+        self,
+        batch: DataFrame,
+        batch_id: int,
+        states: dict[str, SymbolState],
+        outcome: BatchOutcome,
+        pending: list[Future[None]],
+    ) -> None:
+        # 1. parse
+        parsed = self.parse(batch).persist()
+        try:
+            # 2. classify
+            first_candidate = {row.symbol: row.first_micros for row in candidate_ranges(parsed).collect()}
+            watermarks = {symbol: states[symbol].before(batch_id) for symbol in first_candidate if symbol in states}
+            classified = self.classify(parsed, first_candidate, watermarks).persist()
+            try:
+                accepted = self.summarize(classified, outcome)
+                # 3. write ticks and quarantine (in parallel with the recomputation)
+                pending.append(self._submit(self._write_ticks, classified, batch_id))
+                if outcome.quarantined:
+                    pending.append(self._submit(self._write_quarantine, classified, batch_id))
+                if accepted:
+                    # 4.-6. recompute, upsert, state
+                    self.update_signals(classified, accepted, watermarks, batch_id, outcome, states)
+            finally:
+                _wait_all(pending)
+                pending.clear()
+                classified.unpersist()
+        finally:
+            parsed.unpersist()
+
+    def parse(self, batch: DataFrame) -> DataFrame:
+        stream = self.config.stream
+        return parse_records(batch, stream.max_message_bytes, stream.source_timezone, stream.max_future_seconds)
+
+    def classify(
+        self,
+        parsed: DataFrame,
+        first_candidate: dict[str, int],
+        watermarks: dict[str, tuple[int | None, int | None]],
+    ) -> DataFrame:
+        """Every record with its outcome (transforms.batch.classify_records)."""
+        # Only a candidate at or before its symbol's newest stored tick can repeat a stored one: look those up.
+        lookups = {
+            symbol: (first, watermarks[symbol][0])
+            for symbol, first in first_candidate.items()
+            if symbol in watermarks and watermarks[symbol][0] is not None and first <= watermarks[symbol][0]
+        }
+        return classify_records(
+            parsed,
+            self._stored_ticks(lookups),  # type: ignore[arg-type]
+            self._watermark_frame(watermarks),
+            self.config.signals.allowed_lateness_seconds,
+        )
+
+    def summarize(self, classified: DataFrame, outcome: BatchOutcome) -> dict[str, Accepted]:
+        """Fill the batch's counts; returns the accepted ticks per symbol."""
+        accepted: dict[str, Accepted] = {}
+        reasons: dict[str, int] = {}
+        lags: list[int] = []
+        for row in batch_summary(classified).collect():
+            outcome.records_read += row.records
+            if row.outcome == ACCEPT:
+                accepted[row.symbol] = Accepted(row.first_micros, row.last_micros, row.records)
+                if row.max_lag_ms is not None:
+                    lags.append(row.max_lag_ms)
+            elif row.outcome == DUPLICATE:
+                outcome.duplicates += row.records
+            else:
+                reasons[row.outcome] = reasons.get(row.outcome, 0) + row.records
+        outcome.ticks_written = sum(item.count for item in accepted.values())
+        # Every accepted tick gets a new signal row (a correction of a later row is counted apart).
+        outcome.signals_emitted = outcome.ticks_written
+        outcome.quarantined_by_reason = dict(sorted(reasons.items()))
+        outcome.max_event_time_lag_ms = max(lags) if lags else None
+        return accepted
+
+    def update_signals(
+        self,
+        classified: DataFrame,
+        accepted: dict[str, Accepted],
+        watermarks: dict[str, tuple[int | None, int | None]],
+        batch_id: int,
+        outcome: BatchOutcome,
+        states: dict[str, SymbolState],
+    ) -> None:
+        """Recompute the affected symbols' signals, publish and upsert them, and advance the state."""
+        signals_config = self.config.signals
+        new_ticks = classified.where(F.col("outcome") == ACCEPT).select(*_TICK_COLUMNS)
+        context = self._context(accepted, watermarks).unionByName(new_ticks)
+        # On a retried batch the stored ticks already hold this batch's own: one row per key.
+        context = context.dropDuplicates(["symbol", "event_time"]).persist()
+        try:
+            starts = self.spark.createDataFrame(
+                [(symbol, item.first) for symbol, item in accepted.items()], "symbol string, micros long"
+            ).select("symbol", F.timestamp_micros("micros").alias("recompute_from"))
+            recomputed = recomputed_signals(context, starts, signals_config.sma_short, signals_config.sma_long)
+            watermark_frame = self._watermark_frame(watermarks)
+            new_rows, revisited = split_new_rows(recomputed, watermark_frame)
+            new_rows = new_rows.withColumn("revision", F.lit(0))
+            late = {
+                symbol: item.first
+                for symbol, item in accepted.items()
+                if watermarks.get(symbol, (None, None))[0] is not None and item.first <= watermarks[symbol][0]  # type: ignore[operator]
+            }
+            changes = self._corrections(revisited, late, watermarks, batch_id) if late else None
+            if changes is not None:
+                outcome.signals_corrected = changes.where(~F.col("is_new")).count()
+            if self.config.kafka.publish_signals:
+                published = new_rows.withColumn("is_new", F.lit(True))
+                if changes is not None:
+                    published = published.unionByName(changes.drop("needs_write"))
+                publish_signals(published, self.config)
+                self._fault("published")
+            append_once(signal_rows(new_rows, batch_id), self.paths[SIGNALS.name], SIGNALS, self.app_id, batch_id)
+            self._fault("signals_appended")
+            if changes is not None:
+                rows = signal_rows(changes.where(F.col("needs_write")).drop("is_new", "needs_write"), batch_id)
+                days = [utc_day(micros) for micros in late.values()] + [
+                    utc_day(watermarks[symbol][0])
+                    for symbol in late  # type: ignore[arg-type]
+                ]
+                merge_signal_corrections(self.spark, self.paths[SIGNALS.name], rows, sorted(late), min(days), max(days))
+                self._fault("signals_merged")
+                changes.unpersist()
+            self._advance_state(context, accepted, watermarks, batch_id, states)
+            self._fault("state_written")
+        finally:
+            context.unpersist()
+
+    def _corrections(
+        self,
+        revisited: DataFrame,
+        late: dict[str, int],
+        watermarks: dict[str, tuple[int | None, int | None]],
+        batch_id: int,
+    ) -> DataFrame:
+        """Rows at or before the watermark that are new (late ticks) or differ from the stored ones."""
+        first = min(late.values())
+        last = max(watermarks[symbol][0] for symbol in late)  # type: ignore[type-var]
+        stored = self._table(SIGNALS.name).where(
+            F.col("event_date").between(F.lit(utc_day(first)), F.lit(utc_day(last)))  # type: ignore[arg-type]
+            & F.col("event_time").between(timestamp_literal(first), timestamp_literal(last))  # type: ignore[arg-type]
+            & F.col("symbol").isin(sorted(late))
+        )
+        return signal_changes(revisited, stored, batch_id).persist()
+
+    def _advance_state(
+        self,
+        context: DataFrame,
+        accepted: dict[str, Accepted],
+        watermarks: dict[str, tuple[int | None, int | None]],
+        batch_id: int,
+        states: dict[str, SymbolState],
+    ) -> None:
+        config = self.config.signals
+        previous = self._watermark_frame(watermarks, with_context_start=True)
+        rows = (
+            next_state(context, previous, batch_id, config.allowed_lateness_seconds, config.sma_long)
+            .select(
+                "symbol",
+                F.unix_micros("last_event_time").alias("last"),
+                F.unix_micros("context_start_time").alias("context_start"),
+            )
+            .collect()
+        )
+        updated = dict(states)
+        for row in rows:
+            last_before, start_before = watermarks.get(row.symbol, (None, None))
+            updated[row.symbol] = SymbolState(row.last, last_before, row.context_start, start_before, batch_id)
+        state = state_frame(self.spark, updated, self.settings)
+        overwrite_once(state, self.paths[SIGNAL_STATE.name], SIGNAL_STATE, self.app_id, batch_id)
+        states.clear()
+        states.update(updated)
+
+    def compact_settled(self, states: dict[str, SymbolState]) -> None:
+        """OPTIMIZE the partitions no later batch rewrites or reads often: event dates before the newest lateness
+        horizon, ingest dates before today. In this driver, between batches, so it never races the job's writes."""
+        if not states:
+            return
+        newest = max(state.last for state in states.values())
+        settled = utc_day(newest - self.config.signals.allowed_lateness_seconds * 1_000_000).isoformat()
+        today = utc_day(int(time.time() * 1_000_000)).isoformat()
+        started = time.monotonic()
+        for spec, where in (
+            (TICKS, f"event_date < '{settled}'"),
+            (SIGNALS, f"event_date < '{settled}'"),
+            (RAW_TICKS, f"ingest_date < '{today}'"),
+            (TICKS_QUARANTINE, f"ingest_date < '{today}'"),
+            (PIPELINE_METRICS, None),
+        ):
+            compact(self.spark, self.paths[spec.name], where)
+        log.info(
+            json.dumps({"event": "compaction", "before": settled, "seconds": round(time.monotonic() - started, 1)})
+        )
+
+    # ------------------------------------------------------------------ bounded reads
+
+    def _watermark_frame(
+        self, watermarks: dict[str, tuple[int | None, int | None]], with_context_start: bool = False
+    ) -> DataFrame:
+        frame = self.spark.createDataFrame(
+            [(symbol, last, start) for symbol, (last, start) in watermarks.items()],
+            "symbol string, last long, start long",
+        )
+        columns = [F.col("symbol"), F.timestamp_micros("last").alias("last_event_time")]
+        if with_context_start:
+            columns.append(F.timestamp_micros("start").alias("context_start_time"))
+        return frame.select(*columns)
+
+    def _stored_ticks(self, lookups: dict[str, tuple[int, int]]) -> DataFrame:
+        """Stored ticks of the given symbols within [first, last] event time each (candidates' possible twins)."""
+        if not lookups:
+            return self.spark.createDataFrame([], TICKS.schema)
+        first = min(bounds[0] for bounds in lookups.values())
+        last = max(bounds[1] for bounds in lookups.values())
+        bounds = self.spark.createDataFrame(
+            [(symbol, lo, hi) for symbol, (lo, hi) in lookups.items()], "symbol string, lo long, hi long"
+        )
+        micros = F.unix_micros("event_time")
+        return (
+            self._table(TICKS.name)
+            .where(
+                F.col("event_date").between(F.lit(utc_day(first)), F.lit(utc_day(last)))  # type: ignore[arg-type]
+                & F.col("event_time").between(timestamp_literal(first), timestamp_literal(last))  # type: ignore[arg-type]
+                & F.col("symbol").isin(sorted(lookups))
+            )
+            .join(F.broadcast(bounds), on="symbol", how="inner")
+            .where(micros.between(F.col("lo"), F.col("hi")))
+            .drop("lo", "hi")
+        )
+
+    def _context(
+        self, accepted: dict[str, Accepted], watermarks: dict[str, tuple[int | None, int | None]]
+    ) -> DataFrame:
+        """Stored ticks of the affected symbols, each from its own context start (or earliest new tick) on."""
+        lower: dict[str, int] = {}
+        for symbol, item in accepted.items():
+            last, start = watermarks.get(symbol, (None, None))
+            if start is not None:
+                lower[symbol] = min(start, item.first)
+            else:
+                # A new symbol has nothing stored before its first tick; a state row without a context start
+                # (written before starts were always set) means the whole history is the context.
+                lower[symbol] = item.first if last is None else 0
+        scans = []
+        for group in _groups_by_start(lower, _MIN_CONTEXT_GAP_MICROS):
+            first = min(lower[symbol] for symbol in group)
+            scans.append(
+                self._table(TICKS.name).where(
+                    (F.col("event_date") >= F.lit(utc_day(first)))
+                    & (F.col("event_time") >= timestamp_literal(first))
+                    & F.col("symbol").isin(group)
+                )
+            )
+        bounds = self.spark.createDataFrame(list(lower.items()), "symbol string, lo long")
+        stored = reduce(DataFrame.unionByName, scans)
+        return (
+            stored.join(F.broadcast(bounds), on="symbol", how="inner")
+            .where(F.unix_micros("event_time") >= F.col("lo"))
+            .select(*_TICK_COLUMNS)
+        )
+
+    # ------------------------------------------------------------------ writes
+
+    def _write_raw(self, batch: DataFrame, batch_id: int) -> None:
+        raw = batch.withColumn("ingest_date", utc_date(F.col("ingest_time")))
+        append_once(raw, self.paths[RAW_TICKS.name], RAW_TICKS, self.app_id, batch_id)
+
+    def _write_ticks(self, classified: DataFrame, batch_id: int) -> None:
+        accepted = classified.where(F.col("outcome") == ACCEPT).drop("outcome")
+        append_once(valid_ticks(accepted), self.paths[TICKS.name], TICKS, self.app_id, batch_id)
+
+    def _write_quarantine(self, classified: DataFrame, batch_id: int) -> None:
+        rejects = classified.where(F.col("reject_reason").isNotNull()).drop("outcome")
+        append_once(
+            quarantine_rows(rejects), self.paths[TICKS_QUARANTINE.name], TICKS_QUARANTINE, self.app_id, batch_id
+        )
+
+    def _write_metrics(self, outcome: BatchOutcome) -> None:
+        metrics = self.spark.createDataFrame([outcome.as_row()], schema=PIPELINE_METRICS.schema)
+        append_once(metrics, self.paths[PIPELINE_METRICS.name], PIPELINE_METRICS, self.app_id, outcome.batch_id)
+
+
+def _groups_by_start(lower: dict[str, int], gap: int) -> list[list[str]]:
+    """Symbols sorted by where their context starts, split where two starts are more than `gap` apart."""
+    groups: list[list[str]] = []
+    previous: int | None = None
+    for symbol, start in sorted(lower.items(), key=lambda item: item[1]):
+        if previous is None or start - previous > gap:
+            groups.append([])
+        groups[-1].append(symbol)
+        previous = start
+    return groups
+
+
+def _wait_all(futures: list[Future[None]]) -> None:
+    """Wait for every write; then raise the first failure (a batch never returns with a write still running)."""
+    errors = []
+    for future in futures:
+        try:
+            future.result()
+        except BaseException as error:  # noqa: BLE001 - every write must finish before one error is raised
+            errors.append(error)
+    if errors:
+        raise errors[0]
