@@ -1,21 +1,31 @@
-"""`make demo` in a shortened run: what it prints and writes, checked against the tables and the views."""
+"""`make demo` in a shortened run, driven as a command: what it prints and writes, checked against the Delta
+tables read independently (deltalake + pandas), the processes it starts and stops, and its dev-stack behaviour
+(a running `make up` broker is reused, a taken port gets a broker of its own, a killed demo's leftovers are
+stopped by the next run)."""
 
 from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
+from deltalake import DeltaTable
 
-from jobs.devstack.demo import LATEST_SQL
+from jobs.devstack.services import free_port
 from jobs.lake.query import run_query
 from jobs.pipeline.config import load_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# Two demo runs and a broker: minutes on an idle 2-core machine, far more on a busy one.
+pytestmark = pytest.mark.timeout(1800)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 KEY = ["symbol", "event_time"]
 COMPARED = ["symbol", "event_time", "sma_short", "sma_long", "signal"]
@@ -39,36 +49,202 @@ def _assert_same_signals(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
         assert ((left - right).abs().fillna(0) <= 1e-9).all(), column
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
-    data_dir = tmp_path_factory.mktemp("demo")
-    command = [
+@dataclass
+class DemoRuns:
+    """Two demo runs on one data folder: the first (reusing a `make up` broker) SIGKILLed, the second complete."""
+
+    result: subprocess.CompletedProcess[str]
+    data_dir: Path
+    first_stdout: str
+    make_up_port: int
+    make_up_pid: int
+    taken_port: int
+    leftovers: list[dict]  # the first run's state file at the kill
+    leftover_processes: list[psutil.Process]  # ... and those processes with their descendants
+    started: dict[int, tuple[str, float]] = field(default_factory=dict)  # pid -> (name, create_time), 2nd run
+
+
+def _demo_command(data_dir: Path, state_dir: Path, kafka_port: int, *extra: str) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "jobs.demo",
         "--config",
         str(REPO_ROOT / "conf" / "local.yaml"),
-        "--duration",
-        "20",
-        "--ticks-per-symbol",
-        "30",
         "--kafka-port",
-        "0",
+        str(kafka_port),
         "--data-dir",
         str(data_dir),
         "--set",
         "spark.driver_memory=1g",
         "--set",
         "spark.shuffle_partitions=2",
+        "--set",
+        f"services.state_dir={state_dir}",
+        *extra,
     ]
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=480)
-    assert result.returncode == 0, f"demo failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return result, data_dir
 
 
-def test_demo_prints_latest_signals_equal_to_the_local_view(demo) -> None:
-    result, data_dir = demo
-    summary = json.loads((data_dir / "demo-summary.json").read_text())
+def _local_stack(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "jobs.local_stack",
+        *args,
+        "--config",
+        str(REPO_ROOT / "conf" / "local.yaml"),
+        "--set",
+        f"services.state_dir={state_dir}",
+    ]
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+
+
+def _state(path: Path) -> list[dict]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+
+
+def _with_descendants(pid: int) -> list[psutil.Process]:
+    try:
+        process = psutil.Process(pid)
+        return [process, *process.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _running(process: psutil.Process) -> bool:
+    """Still the same process (pid and start time) and not a zombie."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("demo")
+    data_dir, state_dir = root / "data", root / "make-up"
+    make_up_port = free_port()
+    up = _local_stack(state_dir, "up", "--no-moto", "--kafka-port", str(make_up_port))
+    assert up.returncode == 0, up.stderr[-3000:]
+    make_up_pid = json.loads((state_dir / "services.json").read_text())["kafka"]["pid"]
+    state_file = data_dir / "demo-processes.json"
+    leftover_processes: list[psutil.Process] = []
+    started: dict[int, tuple[str, float]] = {}
+    try:
+        # Run 1 reuses the `make up` broker and is killed (SIGKILL, no cleanup) once its stream job runs.
+        first_log = root / "first.out"
+        with open(first_log, "wb") as out:
+            first = subprocess.Popen(
+                _demo_command(data_dir, state_dir, make_up_port), cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT
+            )
+        try:
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline and first.poll() is None:
+                if any(entry["name"] == "stream job" for entry in _state(state_file)):
+                    break
+                time.sleep(0.1)
+            leftovers = _state(state_file)
+            for entry in leftovers:
+                leftover_processes += _with_descendants(entry["pid"])
+            assert first.poll() is None, first_log.read_text()[-3000:]
+        finally:
+            first.kill()
+            first.wait(timeout=30)
+        assert [entry["name"] for entry in leftovers] == ["stream job"], leftovers
+        assert all(_running(process) for process in leftover_processes)
+
+        # Run 2, on the same folder, with its port held by something that is not a `make up` broker.
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+            holder.bind(("127.0.0.1", 0))
+            holder.listen()
+            taken_port = holder.getsockname()[1]
+            out_file, err_file = root / "second.out", root / "second.err"
+            with open(out_file, "w") as out, open(err_file, "w") as err:
+                second = subprocess.Popen(
+                    _demo_command(
+                        data_dir,
+                        state_dir,
+                        taken_port,
+                        "--duration",
+                        "20",
+                        "--ticks-per-symbol",
+                        "30",
+                        "--drain",
+                        "300",
+                    ),
+                    cwd=REPO_ROOT,
+                    stdout=out,
+                    stderr=err,
+                    text=True,
+                )
+            deadline = time.monotonic() + 900
+            try:
+                # Record every process the demo starts (from its state file) with its descendants.
+                while second.poll() is None and time.monotonic() < deadline:
+                    for entry in _state(state_file):
+                        for process in _with_descendants(entry["pid"]):
+                            started.setdefault(process.pid, (entry["name"], process.create_time()))
+                    time.sleep(0.2)
+                second.wait(timeout=30)
+            finally:
+                if second.poll() is None:
+                    second.kill()
+        result = subprocess.CompletedProcess(second.args, second.returncode, out_file.read_text(), err_file.read_text())
+        assert result.returncode == 0, f"demo failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        yield DemoRuns(
+            result=result,
+            data_dir=data_dir,
+            first_stdout=first_log.read_text(),
+            make_up_port=make_up_port,
+            make_up_pid=make_up_pid,
+            taken_port=taken_port,
+            leftovers=leftovers,
+            leftover_processes=leftover_processes,
+            started=started,
+        )
+    finally:
+        _local_stack(state_dir, "down")
+        # Whatever is still running after the demo (a failure the tests report) is not left on the machine.
+        for process in [*leftover_processes, *_recorded(started)]:
+            if _running(process):
+                process.kill()
+
+
+def _recorded(started: dict[int, tuple[str, float]]) -> list[psutil.Process]:
+    """The recorded processes that still run with the same pid and start time."""
+    processes = []
+    for pid, (_, created) in started.items():
+        try:
+            process = psutil.Process(pid)
+        except psutil.Error:
+            continue
+        if process.create_time() == created:
+            processes.append(process)
+    return processes
+
+
+def _summary(demo: DemoRuns) -> dict:
+    return json.loads((demo.data_dir / "demo-summary.json").read_text())
+
+
+def _config(data_dir: Path):
+    return load_config(
+        REPO_ROOT / "conf" / "local.yaml",
+        [f"storage.root={data_dir / 'delta'}", f"storage.checkpoint_root={data_dir / 'checkpoints'}"],
+        environ={},
+    )
+
+
+def _delta(data_dir: Path, table: str) -> pd.DataFrame:
+    return DeltaTable(str(data_dir / "delta" / table)).to_pandas()
+
+
+def test_demo_prints_the_latest_signal_of_each_symbol_in_the_signals_table(demo) -> None:
+    result, data_dir = demo.result, demo.data_dir
+    summary = _summary(demo)
     out = result.stdout
     assert "Latest signal per symbol (v_latest_signals" in out
     for header in ("symbol", "event_time (UTC)", "close", "sma_9", "sma_21", "signal", "crossover"):
@@ -76,14 +252,16 @@ def test_demo_prints_latest_signals_equal_to_the_local_view(demo) -> None:
     assert summary["progress"]["batches"] >= 1 and summary["progress"]["signals_emitted"] > 0
     assert "ticks/s" in out  # live progress lines
 
-    config = load_config(
-        REPO_ROOT / "conf" / "local.yaml",
-        [f"storage.root={data_dir / 'delta'}", f"storage.checkpoint_root={data_dir / 'checkpoints'}"],
-        environ={},
-    )
     printed = pd.read_csv(summary["latest_signals_csv"])
-    assert len(printed) == summary["latest_signals_rows"] > 0
-    _assert_same_signals(printed, run_query(config, LATEST_SQL))
+    assert len(printed) == summary["latest_signals_rows"] == 120
+    # Independently: the newest row per symbol of the stream's `signals` table (deltalake + pandas).
+    signals = _delta(data_dir, "signals")
+    latest = signals.sort_values(KEY).groupby("symbol", sort=True).tail(1)
+    _assert_same_signals(printed, latest)
+    merged = printed.merge(latest, on="symbol", suffixes=("_printed", "_table"))
+    assert (merged["close_printed"] - merged["close_table"]).abs().max() <= 1e-9
+    assert merged["volume_printed"].tolist() == merged["volume_table"].tolist()
+    assert merged["crossover_printed"].fillna("").tolist() == merged["crossover_table"].fillna("").tolist()
     printed_rows = [line.split() for line in out.splitlines() if line.strip().startswith("SYM")]
     assert [row[0] for row in printed_rows] == list(printed["symbol"])
     assert [row[-1] if row[-1] in {"Buy", "Sell", "Hold"} else row[-2] for row in printed_rows] == list(
@@ -91,37 +269,104 @@ def test_demo_prints_latest_signals_equal_to_the_local_view(demo) -> None:
     )
 
     # The stream's signals table is the view over its ticks (the demo's late ticks included).
-    from jobs.lake.delta_log import open_delta_table
-
-    signals = open_delta_table(config, "signals").to_pyarrow_table().to_pandas()
+    config = _config(data_dir)
     assert len(signals) > 0
     _assert_same_signals(signals, run_query(config, "SELECT * FROM v_signals"))
 
 
-def test_demo_prints_quarantine_counts_by_reason(demo) -> None:
-    result, data_dir = demo
-    summary = json.loads((data_dir / "demo-summary.json").read_text())
+QUARANTINE_ROW = re.compile(r"^\s*([a-z_]+)\s+([\d,]+)\s+([\d,]+|-)\s+(ok|differs)\s*$")
+TOTAL_ROW = re.compile(r"^\s*(total quarantined|duplicates \(dropped\)|ticks accepted)\s+([\d,]+)\s+([\d,]+|-)\s+(\S+)")
+
+
+def test_demo_reconciles_quarantine_counts_with_what_was_injected(demo) -> None:
+    result, data_dir = demo.result, demo.data_dir
+    summary = _summary(demo)
     out = result.stdout
     assert "Quarantine by reason vs injected" in out
-    assert "total quarantined" in out and "duplicates (dropped)" in out
-    for reason, count in summary["quarantine"].items():
-        assert reason in out
     injected = summary["simulator"]["expected"]
-    read, sent = summary["progress"]["records_read"], summary["simulator"]["sent"]
+    progress = summary["progress"]
+    # The job caught up with everything the simulator sent (the demo waits for it, up to --drain).
+    assert progress["records_read"] == summary["simulator"]["sent"] > 0
+    assert progress["records_read"] == progress["ticks"] + progress["quarantined"] + progress["duplicates"]
+
+    # The quarantine read independently from its Delta table.
+    quarantine = _delta(data_dir, "ticks_quarantine")
+    by_reason = {str(reason): int(count) for reason, count in quarantine["reason"].value_counts().items()}
+    wanted = {reason: count for reason, count in injected["quarantined_by_reason"].items() if count}
+    assert by_reason == wanted
+    assert by_reason.get("too_late", 0) > 0 and by_reason.get("not_json", 0) > 0
+    assert summary["quarantine"] == by_reason
+    assert len(_delta(data_dir, "ticks")) == progress["ticks"] == injected["ticks"]
+    assert progress["duplicates"] == injected["duplicates"] > 0
+
+    # What the demo printed: one row per reason with the stored count, the injected count and "ok".
+    section = out[out.index("Quarantine by reason vs injected") :]
+    rows = {m.group(1): m.groups()[1:] for m in map(QUARANTINE_ROW.match, section.splitlines()) if m}
+    assert {reason: int(got.replace(",", "")) for reason, (got, _, _) in rows.items()} == by_reason
+    assert {reason: int(want.replace(",", "")) for reason, (_, want, _) in rows.items()} == wanted
+    assert {verdict for _, _, verdict in rows.values()} == {"ok"}
+    totals = {m.group(1): m.groups()[1:] for m in map(TOTAL_ROW.match, section.splitlines()) if m}
+    assert totals == {
+        "total quarantined": (f"{sum(by_reason.values()):,}", f"{injected['quarantined']:,}", "ok"),
+        "duplicates (dropped)": (f"{progress['duplicates']:,}", f"{injected['duplicates']:,}", "ok"),
+        "ticks accepted": (f"{progress['ticks']:,}", f"{injected['ticks']:,}", "ok"),
+    }
+    assert "counts reconcile: records read = ticks + quarantined + duplicates, as injected" in out
+
+
+def test_demo_counts_the_signals_corrected_by_late_ticks(demo) -> None:
+    summary = _summary(demo)
+    signals = _delta(demo.data_dir, "signals")
+    progress = summary["progress"]
+    # Each correction is one revision step of one row: the counter is the sum of revisions in the table.
+    assert progress["signals_corrected"] == int(signals["revision"].sum())
+    assert (signals["revision"] >= 1).sum() > 0, "the demo's late ticks corrected no signal"
+    assert progress["signals_emitted"] == len(signals)
+    final = [line for line in demo.result.stdout.splitlines() if "] stopped: sent" in line]
+    assert len(final) == 1
+    assert f"signals {len(signals):,} (+{progress['signals_corrected']:,} corrected)" in final[0]
+
+
+def test_demo_stops_every_process_it_started(demo) -> None:
+    names = {name for name, _ in demo.started.values()}
+    assert {"kafka", "stream job", "simulator"} <= names
+    assert len(demo.started) > len(names), "the stream job's Spark JVM was not seen"
+    alive = [f"pid {p.pid}: {' '.join(p.cmdline())[:120]}" for p in _recorded(demo.started) if _running(p)]
+    assert alive == []
+    assert "stopped: " in demo.result.stdout
+    assert not (demo.data_dir / "demo-processes.json").exists()
+
+
+def test_demo_reuses_a_running_make_up_broker_and_next_run_stops_a_killed_runs_leftovers(demo) -> None:
     assert (
-        read == summary["progress"]["ticks"] + sum(summary["quarantine"].values()) + summary["progress"]["duplicates"]
+        f"kafka: using the broker of `make up` on localhost:{demo.make_up_port} (pid {demo.make_up_pid})"
+        in demo.first_stdout
     )
-    if read == sent:  # the job caught up: every injected fault is accounted for
-        observed = summary["quarantine"]
-        assert observed == {reason: count for reason, count in injected["quarantined_by_reason"].items() if count}
-        assert observed.get("too_late", 0) > 0
-        assert summary["progress"]["duplicates"] == injected["duplicates"]
-        assert summary["progress"]["ticks"] == injected["ticks"]
+    (job,) = demo.leftovers
+    assert f"stopped what an interrupted earlier demo left running: stream job (pid {job['pid']})" in demo.result.stdout
+    assert len(demo.leftover_processes) >= 2  # the job and its Spark JVM
+    assert [p.pid for p in demo.leftover_processes if _running(p)] == []
+    # What the demo did not start, it leaves running.
+    assert _running(psutil.Process(demo.make_up_pid))
 
 
-def test_demo_writes_png_and_html_charts_and_stops_what_it_started(demo) -> None:
-    result, data_dir = demo
-    summary = json.loads((data_dir / "demo-summary.json").read_text())
+def test_demo_starts_its_own_broker_when_the_port_is_taken(demo) -> None:
+    summary = _summary(demo)
+    match = re.search(
+        rf"kafka: port {demo.taken_port} is taken by something that `make up` did not start; "
+        r"starting the demo's own broker on port (\d+) instead",
+        demo.result.stdout,
+    )
+    assert match, demo.result.stdout[:3000]
+    own_port = int(match.group(1))
+    assert own_port != demo.taken_port
+    assert summary["bootstrap_servers"] == f"localhost:{own_port}"
+    assert "kafka" in {name for name, _ in demo.started.values()}
+
+
+def test_demo_writes_png_and_html_charts(demo) -> None:
+    result, data_dir = demo.result, demo.data_dir
+    summary = _summary(demo)
     charts = [Path(path) for path in summary["charts"]]
     assert len(charts) == 2 * len(summary["chart_symbols"]) == 6
     for path in charts:
@@ -134,5 +379,3 @@ def test_demo_writes_png_and_html_charts_and_stops_what_it_started(demo) -> None
             assert html.lstrip().lower().startswith("<!doctype html>") and html.rstrip().endswith("</html>")
             assert "Plotly.newPlot" in html
             assert not re.search(r"<script[^>]*\bsrc=", html)  # self-contained: plotly.js is inlined
-    assert "stopped: " in result.stdout
-    assert not (data_dir / "demo-processes.json").exists()

@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from chispa import assert_approx_df_equality
 from pyspark.sql import functions as F
 
@@ -19,6 +20,8 @@ from jobs.stream_signals import run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 24, 9, 0, 0, tzinfo=UTC)
+# A job start, a kill, a restart: a few minutes on an idle 2-core machine, far more on a busy one.
+pytestmark = pytest.mark.timeout(1800)
 
 
 def _ticks(first_step: int, steps: int, symbols: int = 10) -> list[tuple[str, str]]:
@@ -38,8 +41,47 @@ def _ticks(first_step: int, steps: int, symbols: int = 10) -> list[tuple[str, st
     return records
 
 
-def _commits(table: Path) -> int:
-    return len(list((table / "_delta_log").glob("*.json"))) if table.exists() else 0
+def _batch_ids(folder: Path) -> set[int]:
+    return {int(p.name) for p in folder.glob("[0-9]*")} if folder.exists() else set()
+
+
+def _commits(table: Path) -> list[list[dict]]:
+    """The table's commits in version order, each as its list of actions."""
+    files = sorted((table / "_delta_log").glob("*.json")) if table.exists() else []
+    return [[json.loads(line) for line in path.read_text().splitlines() if line] for path in files]
+
+
+def _appended_at(table: Path) -> dict[int, int]:
+    """Batch id (Delta `txn` version of an idempotent append) -> the commit's timestamp (ms)."""
+    appended = {}
+    for actions in _commits(table):
+        versions = [int(action["txn"]["version"]) for action in actions if "txn" in action]
+        stamps = [action["commitInfo"]["timestamp"] for action in actions if "commitInfo" in action]
+        for version in versions:
+            appended[version] = stamps[0] if stamps else 0
+    return appended
+
+
+def _last_commit_at(table: Path) -> int:
+    stamps = [
+        action["commitInfo"]["timestamp"] for actions in _commits(table) for action in actions if "commitInfo" in action
+    ]
+    return max(stamps, default=0)
+
+
+def _half_written_batch(checkpoint: Path, ticks: Path, signals: Path) -> int | None:
+    """A batch that started (offsets/N), appended its ticks and merged its signals, and has not committed.
+
+    Killing there leaves a batch whose signals are stored but which Spark will run again after the restart.
+    """
+    committed = _batch_ids(checkpoint / "commits")
+    if len(committed) < 2:
+        return None
+    appended = _appended_at(ticks)
+    for batch in sorted(_batch_ids(checkpoint / "offsets") - committed):
+        if batch in appended and _last_commit_at(signals) > appended[batch]:
+            return batch
+    return None
 
 
 def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
@@ -49,11 +91,12 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
     overrides = [
         f"kafka.bootstrap_servers={kafka_broker.address}",
         f"kafka.topic={topic}",
-        "kafka.max_offsets_per_trigger=100",
+        "kafka.max_offsets_per_trigger=50",
         "stream.trigger_interval=1 second",
     ]
     config = make_config(*overrides)
-    produce(topic, _ticks(0, 30))
+    sent = _ticks(0, 40)
+    produce(topic, sent)
     command = [
         sys.executable,
         "-m",
@@ -66,38 +109,71 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
         "--set=spark.driver_memory=1g",
     ]
     log_file = tmp_path / "job.log"
+    checkpoint = Path(config.checkpoint_path())
+    ticks_table = Path(config.table_path("ticks"))
+    signals_table = Path(config.table_path("signals"))
     with open(log_file, "wb") as log:
         job = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    killed_in = None
     try:
-        ticks_table = Path(config.table_path("ticks"))
-        deadline = time.monotonic() + 240
-        # Kill once a few micro-batches have committed, while more remain to be read.
-        while _commits(ticks_table) < 3 and time.monotonic() < deadline and job.poll() is None:
-            time.sleep(0.2)
+        deadline = time.monotonic() + 600
+        # Kill once two micro-batches have committed and a later one is half written: its ticks appended and its
+        # signals merged, its state and metrics not yet, and Spark has not recorded it as committed.
+        while killed_in is None and time.monotonic() < deadline and job.poll() is None:
+            killed_in = _half_written_batch(checkpoint, ticks_table, signals_table)
+            if killed_in is None:
+                time.sleep(0.05)
         assert job.poll() is None, log_file.read_text()[-3000:]
-        assert _commits(ticks_table) >= 3, "the job committed too few batches before the deadline"
+        assert killed_in is not None, "no half-written micro-batch seen before the deadline"
     finally:
         os.killpg(job.pid, signal.SIGKILL)
         job.wait(timeout=30)
+    # The kill landed inside the batch: started, its ticks appended, never committed, and the job had not
+    # logged it as done.
+    assert killed_in in _batch_ids(checkpoint / "offsets")
+    assert killed_in not in _batch_ids(checkpoint / "commits")
+    assert killed_in in _appended_at(ticks_table)
+    logged = [
+        json.loads(line[line.index("{") :]) for line in log_file.read_text().splitlines() if '"event": "batch"' in line
+    ]
+    assert killed_in not in {entry["batch_id"] for entry in logged}
+    assert max(_batch_ids(checkpoint / "offsets")) * 50 < len(sent), "the topic was drained before the kill"
 
-    produce(topic, _ticks(30, 20))
+    more = _ticks(40, 20)
+    produce(topic, more)
     run(spark, config, once=True, timeout_seconds=900)
 
+    expected_ticks = sorted(
+        (body["symbol"], body["ts"], body["close"], body["volume"]) for body in (json.loads(v) for _, v in sent + more)
+    )
     ticks = spark.read.format("delta").load(config.table_path("ticks"))
+    stored = sorted(
+        (row.symbol, row.event_time.strftime("%Y-%m-%dT%H:%M:%S.000Z"), row.close, row.volume)
+        for row in ticks.select("symbol", "event_time", "close", "volume").collect()
+    )
+    assert stored == expected_ticks  # every record once, with the values that were produced
     raw = spark.read.format("delta").load(config.table_path("raw_ticks"))
-    assert ticks.count() == 500
-    assert ticks.select("symbol", "event_time").distinct().count() == 500
-    assert raw.count() == 500
-    assert raw.select("partition", "offset").distinct().count() == 500
+    assert raw.count() == 600
+    assert raw.select("partition", "offset").distinct().count() == 600
+    quarantine = spark.read.format("delta").load(config.table_path("ticks_quarantine"))
+    assert quarantine.count() == 0, quarantine.select("reason", "detail").limit(5).collect()
     signals = spark.read.format("delta").load(config.table_path("signals"))
-    assert signals.count() == 500
+    assert signals.count() == 600
+    # No late ticks were sent: the retried batch's signals, already stored, must not look like corrections.
+    assert [row["revision"] for row in signals.groupBy("revision").count().collect()] == [0]
     expected = compute_signals(ticks)
     assert_approx_df_equality(
         signals.select(*SIGNAL_COLUMNS), expected, precision=1e-9, ignore_row_order=True, ignore_nullable=True
     )
     metrics = spark.read.format("delta").load(config.table_path("pipeline_metrics"))
     totals = metrics.agg(
-        F.sum("records_read"), F.sum("ticks_written"), F.countDistinct("batch_id"), F.count("*")
+        F.sum("records_read"),
+        F.sum("ticks_written"),
+        F.sum("quarantined"),
+        F.sum("duplicates"),
+        F.sum("signals_corrected"),
+        F.countDistinct("batch_id"),
+        F.count("*"),
     ).first()
-    assert totals[0] == 500 and totals[1] == 500
-    assert totals[2] == totals[3], "a batch's metrics were written twice"
+    assert tuple(totals[:5]) == (600, 600, 0, 0, 0)
+    assert totals[5] == totals[6], "a batch's metrics were written twice"
