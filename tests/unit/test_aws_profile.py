@@ -154,3 +154,14 @@ def test_references_to_the_environment_are_not_credentials(tmp_path: Path) -> No
 def test_every_shipped_profile_passes(tmp_path: Path) -> None:
     for name in ("local.yaml", "compose.yaml"):
         load_config(REPO_ROOT / "conf" / name, environ={})
+
+
+def test_emr_runs_python_3_11_and_validates_architecture_and_step_concurrency() -> None:
+    config = load_config(AWS_YAML, environ=ENV)
+    assert config.emr.python == "/usr/bin/python3.11", "Amazon Linux 2023's python3 is 3.9: too old for the pins"
+    assert config.emr.architecture == "x86_64" and config.emr.step_concurrency == 2
+    assert load_config(AWS_YAML, ["emr.architecture=arm64"], environ=ENV).emr.architecture == "arm64"
+    with pytest.raises(ConfigError, match="emr.architecture"):
+        load_config(AWS_YAML, ["emr.architecture=aarch64"], environ=ENV)
+    with pytest.raises(ConfigError, match="emr.step_concurrency"):
+        load_config(AWS_YAML, ["emr.step_concurrency=0"], environ=ENV)
