@@ -37,6 +37,7 @@ from bench.common import (
     simulator_command,
     start_job,
     start_stateless,
+    stop_on_signals,
     verdict,
     workspace,
 )
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--symbols", type=int, default=120, help="symbols of the feed (default 120)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per drain (default 3600)")
     args = parser.parse_args(argv)
+    stop_on_signals()
     if args.quick:
         args.ticks = 5_000
     try:

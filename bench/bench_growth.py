@@ -45,6 +45,7 @@ from bench.common import (
     simulator_command,
     spawn,
     start_job,
+    stop_on_signals,
     verdict,
     wait_until_started,
     workspace,
@@ -162,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm-batches", type=int, default=5, help="warm batches after the first (default 5)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per step (default 3600)")
     args = parser.parse_args(argv)
+    stop_on_signals()
     if args.quick:
         args.small, args.large, args.warm_batches = 10_000, 100_000, 2
     try:

@@ -51,6 +51,7 @@ from bench.common import (
     start_stateless,
     stateless_batches,
     stateless_latencies,
+    stop_on_signals,
     trigger_seconds,
     verdict,
     wait_until_started,
@@ -172,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-timeout", type=float, default=180, help="seconds to wait for a query to start")
     parser.add_argument("--catch-up-timeout", type=float, default=300, help="seconds to wait for the last batch")
     args = parser.parse_args(argv)
+    stop_on_signals()
     if args.quick:
         args.rate, args.duration, args.steps, args.step_duration = 200, 10, "400", 10
     try:

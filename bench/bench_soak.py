@@ -39,6 +39,7 @@ from bench.common import (
     simulator_command,
     spawn,
     start_job,
+    stop_on_signals,
     trigger_seconds,
     verdict,
     wait_until_started,
@@ -146,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-timeout", type=float, default=180, help="seconds to wait for the query to start")
     parser.add_argument("--catch-up-timeout", type=float, default=300, help="seconds to wait for the last batch")
     args = parser.parse_args(argv)
+    stop_on_signals()
     if args.quick:
         args.minutes, args.rate, args.warmup_minutes, args.sample_seconds, args.periods = 1, 200, 0.3, 5, 2
     try:

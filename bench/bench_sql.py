@@ -26,7 +26,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from bench.common import HANDLED_ERRORS, BenchError, add_common_arguments, ratio, record_results, verdict, workspace
+from bench.common import (
+    HANDLED_ERRORS,
+    BenchError,
+    add_common_arguments,
+    ratio,
+    record_results,
+    stop_on_signals,
+    verdict,
+    workspace,
+)
 from jobs.pipeline.config import AppConfig, load_config
 
 TARGET_RATIO = 1.5
@@ -133,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="alternating runs of each query; best counts (3)")
     parser.add_argument("--mode", choices=sorted(QUERIES), default="aggregate", help="see above (default aggregate)")
     args = parser.parse_args(argv)
+    stop_on_signals()
     if args.quick:
         args.ticks, args.repeat = 200_000, 1
     try:

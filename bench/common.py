@@ -553,6 +553,21 @@ def record_results(name: str, argv: Sequence[str], figures: list[str], quick: bo
     print(f"figures appended to {RESULTS_FILE.relative_to(REPO_ROOT)}", flush=True)
 
 
+class Stopped(Exception):
+    """SIGTERM/SIGINT received: unwind so every process and folder the benchmark started is cleaned up."""
+
+
+def stop_on_signals() -> None:
+    """Turn SIGTERM and SIGINT into `Stopped` in the main thread (a benchmark run in the background from a
+    shell has SIGINT ignored; SIGTERM would otherwise end it without stopping the broker and the job)."""
+
+    def raise_stopped(signum: int, _frame: Any) -> None:
+        raise Stopped(f"stopped by {signal.Signals(signum).name}")
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, raise_stopped)
+
+
 def add_common_arguments(parser: Any) -> None:
     from jobs.pipeline.config import add_config_arguments
 
@@ -564,4 +579,4 @@ def add_common_arguments(parser: Any) -> None:
     )
 
 
-HANDLED_ERRORS = (BenchError, ConfigError, ServiceError)
+HANDLED_ERRORS = (BenchError, ConfigError, ServiceError, Stopped)
