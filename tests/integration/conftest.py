@@ -27,7 +27,7 @@ def trino_server(moto_server: ServiceHandle, services_dir: Path, base_config: Ap
     config.trino.heap_mb = TRINO_HEAP_MB
     started = time.monotonic()
     handle = start_trino(
-        config, free_port(), services_dir, moto_endpoint=f"http://127.0.0.1:{moto_server.port}", timeout=180
+        config, free_port(), services_dir, moto_endpoint=f"http://127.0.0.1:{moto_server.port}", timeout=300
     )
     print(f"\nTrino answered its first query {time.monotonic() - started:.1f}s after start (port {handle.port})")
     try:
