@@ -15,6 +15,16 @@ const $ = (id) => document.getElementById(id);
 const fmt = (v, digits = 2) => (v === null || v === undefined ? "\u2013" : Number(v).toFixed(digits));
 const int = (v) => (v === null || v === undefined ? "\u2013" : Number(v).toLocaleString("en-US"));
 const time = (iso) => (iso ? iso.replace("T", " ").replace(/\.\d+Z$|Z$/, "") : "\u2013");
+// A duration in milliseconds for people: 850 ms, 2.5 s, 4.2 min, 7.8 h, 12.0 d.
+function duration(ms) {
+  if (ms === null || ms === undefined) return "\u2013";
+  const s = ms / 1000;
+  if (s < 10) return `${int(Math.round(ms))} ms`;
+  if (s < 120) return `${fmt(s, 1)} s`;
+  if (s < 7200) return `${fmt(s / 60, 1)} min`;
+  if (s < 172800) return `${fmt(s / 3600, 1)} h`;
+  return `${fmt(s / 86400, 1)} d`;
+}
 const CROSS = { golden_cross: "golden cross", death_cross: "death cross" };
 
 function el(tag, attrs = {}, ...children) {
@@ -156,12 +166,12 @@ function renderHealth(health) {
     $("health").replaceChildren();
     return;
   }
-  const lag = health.lag_ms === null || health.lag_ms === undefined ? "\u2013" : `${fmt(health.lag_ms / 1000, 1)} s`;
+  const lag = health.lag_ms === null || health.lag_ms === undefined ? "\u2013" : health.lag_ms < 10000 ? `${fmt(health.lag_ms / 1000, 1)} s` : duration(health.lag_ms);
   $("health").replaceChildren(
     tile("records / s (last batches)", int(Math.round(health.records_per_second)), "records-per-second"),
-    tile("batch duration (avg)", `${int(health.batch_duration_ms)} ms (${int(Math.round(health.avg_batch_duration_ms))})`, "batch-duration"),
+    tile("batch duration (avg)", `${duration(health.batch_duration_ms)} (${duration(health.avg_batch_duration_ms)})`, "batch-duration"),
     tile("event-time lag, newest batch", lag, "lag"),
-    tile(`last batch #${health.last_batch_id}`, `${fmt(health.last_batch_age_seconds, 0)} s ago`, "last-batch"),
+    tile(`last batch #${health.last_batch_id}`, `${health.last_batch_age_seconds < 120 ? fmt(Math.max(0, health.last_batch_age_seconds), 0) + " s" : duration(health.last_batch_age_seconds * 1000)} ago`, "last-batch"),
     tile("records read", int(health.totals.records_read), "records-read"),
     tile("quarantined / duplicates", `${int(health.totals.quarantined)} / ${int(health.totals.duplicates)}`, "rejected")
   );
