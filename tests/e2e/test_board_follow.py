@@ -159,3 +159,34 @@ def test_board_state_on_s3(local_config: AppConfig, moto_server: Any) -> None:
     assert state.snapshot()["signals"]["rows"][0]["event_time"] == rows[-1]["event_time"].isoformat().replace(
         "+00:00", "Z"
     )
+
+
+def test_taken_port_is_a_one_line_error(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from jobs.lake.board.app import start_board
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "jobs.board", "--port", str(port), "--set", f"storage.root={tmp_path}"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 2
+        assert result.stderr == (
+            f"error: board: cannot listen on 127.0.0.1:{port} (Address already in use); "
+            "choose another with --port or board.port (0 picks a free one)\n"
+        )
+        # The demo's way: the configured port is taken, so the board moves to a free one and says so.
+        server, note = start_board(_config(tmp_path, f"board.port={port}"))
+        try:
+            assert server.port != port and note == f"port {port} is taken: the board uses {server.port}"
+        finally:
+            server.stop()

@@ -84,6 +84,20 @@ def create_app(config: AppConfig) -> Any:
     return app
 
 
+def _bind_problem(host: str, port: int) -> str | None:
+    """Why the board could not listen on host:port (bound the way werkzeug binds), or None."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
 class BoardServer:
     """The app on a threaded WSGI server in the background; `url` once started, `stop()` to shut it down."""
 
@@ -96,15 +110,18 @@ class BoardServer:
                     super().log_request(code, size)
 
         self.app = create_app(config)
-        try:
-            self.server = make_server(
-                config.board.host, config.board.port, self.app, threaded=True, request_handler=QuietHandler
-            )
-        except OSError as exc:
+        host, port = config.board.host, config.board.port
+        problem = _bind_problem(host, port)
+        if problem is None:
+            try:
+                self.server = make_server(host, port, self.app, threaded=True, request_handler=QuietHandler)
+            except SystemExit:  # werkzeug exits when the bind fails (taken between the check and now)
+                problem = "the port was taken meanwhile"
+        if problem is not None:
             raise ConfigError(
-                f"board: cannot listen on {config.board.host}:{config.board.port} ({exc.strerror or exc}); "
+                f"board: cannot listen on {host}:{port} ({problem}); "
                 "choose another with --port or board.port (0 picks a free one)"
-            ) from None
+            )
         self.host = config.board.host
         self.port = int(self.server.server_port)
         self._thread: threading.Thread | None = None
