@@ -21,13 +21,23 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_CSV = REPO_ROOT.parent / "shared" / "reference" / "athena_signal_output.csv"
 
 
+# Fixtures that start a service (or need one): never in a unit test.
+SERVICE_FIXTURES = frozenset({"kafka_broker", "moto_server", "base_config", "make_config", "kafka_topic", "produce"})
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark tests by folder: tests/unit -> unit, tests/integration -> integration, tests/e2e -> e2e."""
+    """Mark tests by folder (tests/unit -> unit, ...); refuse a unit test that would start a service."""
+    offenders = []
     for item in items:
         parts = Path(str(item.fspath)).parts
         for marker in ("unit", "integration", "e2e"):
             if marker in parts:
                 item.add_marker(getattr(pytest.mark, marker))
+        used = SERVICE_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if "unit" in parts and used:
+            offenders.append(f"{item.nodeid} uses {sorted(used)}")
+    if offenders:
+        raise pytest.UsageError("unit tests need no services; move these to tests/integration: " + "; ".join(offenders))
 
 
 @pytest.fixture(scope="session")
