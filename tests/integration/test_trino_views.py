@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from deltalake import write_deltalake
 
 from jobs.aws import athena as athena_command
@@ -48,6 +49,7 @@ def table(config: AppConfig, name: str) -> pd.DataFrame:
     return arrow_to_pandas(open_delta_table(config, name).to_pyarrow_table())
 
 
+@pytest.mark.timeout(1200)  # a stream run on Spark, plus the session's Trino start when it runs first
 def test_streamed_tables_through_glue_on_trino_equal_the_signals_table(
     spark, trino_lake, kafka_broker, kafka_topic, produce, cli_config_args, rows_equal, capsys
 ) -> None:
