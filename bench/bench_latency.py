@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--warmup", type=float, default=0, help="leave out ticks sent in the first S seconds of each run (default 0)"
     )
-    parser.add_argument("--start-timeout", type=float, default=180, help="seconds to wait for a query to start")
+    parser.add_argument("--start-timeout", type=float, default=300, help="seconds to wait for a query to start")
     parser.add_argument("--catch-up-timeout", type=float, default=300, help="seconds to wait for the last batch")
     args = parser.parse_args(argv)
     stop_on_signals()

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--periods", type=int, default=5, help="periods of the batch-duration series (default 5)")
     parser.add_argument("--symbols", type=int, default=120, help="symbols of the feed (default 120)")
     parser.add_argument("--trigger", help="stream.trigger_interval (default: the profile's)")
-    parser.add_argument("--start-timeout", type=float, default=180, help="seconds to wait for the query to start")
+    parser.add_argument("--start-timeout", type=float, default=300, help="seconds to wait for the query to start")
     parser.add_argument("--catch-up-timeout", type=float, default=300, help="seconds to wait for the last batch")
     args = parser.parse_args(argv)
     stop_on_signals()
