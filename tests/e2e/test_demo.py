@@ -25,7 +25,7 @@ from jobs.pipeline.config import load_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Two demo runs and a broker: minutes on an idle 2-core machine, far more on a busy one.
-pytestmark = pytest.mark.timeout(1800)
+pytestmark = pytest.mark.timeout(2700)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 KEY = ["symbol", "event_time"]
 COMPARED = ["symbol", "event_time", "sma_short", "sma_long", "signal"]
@@ -61,6 +61,7 @@ class DemoRuns:
     taken_port: int
     leftovers: list[dict]  # the first run's state file at the kill
     leftover_processes: list[psutil.Process]  # ... and those processes with their descendants
+    leftovers_running: list[int]  # of those, the pids still running once the second run started its broker
     started: dict[int, tuple[str, float]] = field(default_factory=dict)  # pid -> (name, create_time), 2nd run
 
 
@@ -81,6 +82,9 @@ def _demo_command(data_dir: Path, state_dir: Path, kafka_port: int, *extra: str)
         "spark.shuffle_partitions=2",
         "--set",
         f"services.state_dir={state_dir}",
+        # Room for a slow Spark start on a busy machine (the demo waits this + 60 s for the job's tables).
+        "--set",
+        "services.start_timeout_seconds=300",
         *extra,
     ]
 
@@ -127,7 +131,15 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("demo")
     data_dir, state_dir = root / "data", root / "make-up"
     make_up_port = free_port()
-    up = _local_stack(state_dir, "up", "--no-moto", "--kafka-port", str(make_up_port))
+    up = _local_stack(
+        state_dir,
+        "up",
+        "--no-moto",
+        "--kafka-port",
+        str(make_up_port),
+        "--set",
+        f"services.kafka_controller_port={free_port()}",
+    )
     assert up.returncode == 0, up.stderr[-3000:]
     make_up_pid = json.loads((state_dir / "services.json").read_text())["kafka"]["pid"]
     state_file = data_dir / "demo-processes.json"
@@ -138,7 +150,11 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
         first_log = root / "first.out"
         with open(first_log, "wb") as out:
             first = subprocess.Popen(
-                _demo_command(data_dir, state_dir, make_up_port), cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT
+                # A long --drain: the job's own safety timeout (duration + drain + 240 s) must not end it first.
+                _demo_command(data_dir, state_dir, make_up_port, "--drain", "900"),
+                cwd=REPO_ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         try:
             deadline = time.monotonic() + 180
@@ -172,26 +188,36 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
                         "20",
                         "--ticks-per-symbol",
                         "30",
+                        # At most this long to catch up; an idle machine needs seconds, a busy one minutes.
                         "--drain",
-                        "300",
+                        "1200",
                     ),
                     cwd=REPO_ROOT,
                     stdout=out,
                     stderr=err,
                     text=True,
                 )
-            deadline = time.monotonic() + 900
+            deadline = time.monotonic() + 2400
+            leftovers_running: list[int] | None = None
             try:
                 # Record every process the demo starts (from its state file) with its descendants.
                 while second.poll() is None and time.monotonic() < deadline:
-                    for entry in _state(state_file):
+                    entries = _state(state_file)
+                    if leftovers_running is None and entries:
+                        # The run has done its cleanup of the killed run and started its broker.
+                        leftovers_running = [p.pid for p in leftover_processes if _running(p)]
+                    for entry in entries:
                         for process in _with_descendants(entry["pid"]):
                             started.setdefault(process.pid, (entry["name"], process.create_time()))
                     time.sleep(0.2)
                 second.wait(timeout=30)
             finally:
                 if second.poll() is None:
-                    second.kill()
+                    second.terminate()  # the demo stops what it started on SIGTERM
+                    try:
+                        second.wait(timeout=120)
+                    except subprocess.TimeoutExpired:
+                        second.kill()
         result = subprocess.CompletedProcess(second.args, second.returncode, out_file.read_text(), err_file.read_text())
         assert result.returncode == 0, f"demo failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
         yield DemoRuns(
@@ -203,6 +229,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
             taken_port=taken_port,
             leftovers=leftovers,
             leftover_processes=leftover_processes,
+            leftovers_running=leftovers_running if leftovers_running is not None else [-1],
             started=started,
         )
     finally:
@@ -345,7 +372,7 @@ def test_demo_reuses_a_running_make_up_broker_and_next_run_stops_a_killed_runs_l
     (job,) = demo.leftovers
     assert f"stopped what an interrupted earlier demo left running: stream job (pid {job['pid']})" in demo.result.stdout
     assert len(demo.leftover_processes) >= 2  # the job and its Spark JVM
-    assert [p.pid for p in demo.leftover_processes if _running(p)] == []
+    assert demo.leftovers_running == []
     # What the demo did not start, it leaves running.
     assert _running(psutil.Process(demo.make_up_pid))
 

@@ -46,6 +46,7 @@ def _ticks(first_step: int, steps: int, symbols: int = 10, prefix: str = "SYM") 
 
 
 def _job_command(config, *extra: str) -> list[str]:
+    batch_limit = config.kafka.max_offsets_per_trigger
     return [
         sys.executable,
         "-m",
@@ -56,7 +57,7 @@ def _job_command(config, *extra: str) -> list[str]:
         f"--set=storage.checkpoint_root={config.storage.checkpoint_root}",
         f"--set=kafka.bootstrap_servers={config.kafka.bootstrap_servers}",
         f"--set=kafka.topic={config.kafka.topic}",
-        f"--set=kafka.max_offsets_per_trigger={config.kafka.max_offsets_per_trigger or 0}",
+        *([f"--set=kafka.max_offsets_per_trigger={batch_limit}"] if batch_limit else []),
         "--set=stream.trigger_interval=1 second",
         "--set=spark.driver_memory=1g",
         "--set=spark.shuffle_partitions=2",
