@@ -17,7 +17,7 @@ from jobs.lake.board.follow import TableFollower
 from jobs.lake.board.state import SIGNAL_COLUMNS, BoardState
 from jobs.lake.delta_log import delta_storage_options, delta_uri
 from jobs.pipeline.config import REPO_ROOT, AppConfig, load_config
-from jobs.pipeline.tables import SIGNALS, TICKS_QUARANTINE
+from jobs.pipeline.tables import PIPELINE_METRICS, SIGNALS, TICKS_QUARANTINE
 from tests.e2e.test_board import append, arrow_schema, series, signal_rows
 
 
@@ -190,3 +190,46 @@ def test_taken_port_is_a_one_line_error(tmp_path: Path) -> None:
             assert server.port != port and note == f"port {port} is taken: the board uses {server.port}"
         finally:
             server.stop()
+
+
+def test_health_totals_count_every_batch_once(tmp_path: Path) -> None:
+    start = datetime.now(UTC) - timedelta(hours=1)
+
+    def batches(ids: range) -> list[dict[str, Any]]:
+        return [
+            {
+                "batch_id": batch,
+                "batch_started_at": start + timedelta(seconds=2 * batch),
+                "records_read": batch + 1,
+                "ticks_written": batch,
+                "quarantined": 1,
+                "quarantined_by_reason": [("not_json", 1)],
+                "duplicates": 0,
+                "signals_emitted": batch,
+                "signals_corrected": batch % 2,
+                "batch_duration_ms": 1000,
+                "max_event_time_lag_ms": 100 * batch,
+            }
+            for batch in ids
+        ]
+
+    config = _config(tmp_path / "delta")
+    state = BoardState(config)
+    append(tmp_path / "delta", PIPELINE_METRICS, batches(range(0, 200)))
+    append(tmp_path / "delta", PIPELINE_METRICS, batches(range(200, 300)))
+    state.refresh()
+    # More batches than the board keeps (240): the totals still count all of them, once.
+    DeltaTable(str(tmp_path / "delta" / "pipeline_metrics")).optimize.compact()
+    append(tmp_path / "delta", PIPELINE_METRICS, batches(range(300, 301)))
+    state.refresh()
+    health = state.snapshot()["health"]
+    assert health["totals"] == {
+        "records_read": sum(range(1, 302)),
+        "ticks_written": sum(range(301)),
+        "quarantined": 301,
+        "duplicates": 0,
+        "signals_corrected": 150,
+    }
+    assert (health["batches"], health["last_batch_id"], health["lag_ms"]) == (240, 300, 30000)
+    # The last 12 batches: 2 s apart, 1 s long -> 23 s; records 290..301.
+    assert health["records_per_second"] == round(sum(range(290, 302)) / 23, 1)

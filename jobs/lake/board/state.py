@@ -47,6 +47,7 @@ METRIC_COLUMNS = [
     "max_event_time_lag_ms",
 ]
 METRICS_KEPT = 240
+TOTALS = ("records_read", "ticks_written", "quarantined", "duplicates", "signals_corrected")
 THROUGHPUT_BATCHES = 12
 CROSSOVERS_KEPT = 1000
 
@@ -88,7 +89,7 @@ class BoardState:
         self.metrics = TableFollower(config, "pipeline_metrics", METRIC_COLUMNS)
         self._reset_signals()
         self._quarantined: dict[tuple[Any, ...], tuple[datetime, str]] = {}
-        self._metrics: dict[int, dict[str, Any]] = {}
+        self._reset_metrics()
         self._last_refresh = 0.0
         self.refreshes = 0
 
@@ -130,7 +131,7 @@ class BoardState:
         self._prune_quarantine()
         rows = self.metrics.refresh()
         if self.metrics.last.reset:
-            self._metrics = {}
+            self._reset_metrics()
         if rows is not None:
             self._apply_metrics(_rows(rows))
 
@@ -173,12 +174,25 @@ class BoardState:
         for key in stale:
             del self._quarantined[key]
 
+    def _reset_metrics(self) -> None:
+        self._metrics: dict[int, dict[str, Any]] = {}
+        self._totals: dict[str, int] = dict.fromkeys(TOTALS, 0)
+        self._dropped_upto = -1  # batches up to this id were counted, then dropped from memory
+
     def _apply_metrics(self, rows: list[dict[str, Any]]) -> None:
+        # Running totals over every batch; a row read again (a rewritten file) replaces its first reading.
         for row in rows:
-            self._metrics[row["batch_id"]] = row
+            batch_id = row["batch_id"]
+            if batch_id <= self._dropped_upto:
+                continue
+            old = self._metrics.get(batch_id)
+            for key in TOTALS:
+                self._totals[key] += (row[key] or 0) - ((old[key] or 0) if old else 0)
+            self._metrics[batch_id] = row
         if len(self._metrics) > METRICS_KEPT:
             for batch_id in sorted(self._metrics)[: len(self._metrics) - METRICS_KEPT]:
                 del self._metrics[batch_id]
+                self._dropped_upto = max(self._dropped_upto, batch_id)
 
     # -- what the page gets ---------------------------------------------------------------------------------
 
@@ -304,10 +318,7 @@ class BoardState:
                     }
                     for row in batches[-60:]
                 ],
-                "totals": {
-                    key: sum(row[key] or 0 for row in batches)
-                    for key in ("records_read", "ticks_written", "quarantined", "duplicates", "signals_corrected")
-                },
+                "totals": dict(self._totals),
             }
         )
         return health
