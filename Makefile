@@ -11,11 +11,11 @@ ARGS ?=
 TRINO_DIR := .trino
 TRINO_POM := conf/jvm/trino/pom.xml
 
-.PHONY: help setup trino prerequisites test test-unit test-integration test-e2e lint up down status demo bench bench-simulator bench-drain bench-latency bench-growth bench-soak bench-sql drill simulate stream submit-local clean package submit
+.PHONY: help setup trino prerequisites test test-unit test-integration test-e2e lint up down status demo bench bench-simulator bench-drain bench-latency bench-growth bench-soak bench-sql drill drill-tests simulate stream submit-local clean package submit
 
 help:
 	@echo "make setup             create .venv, install pinned Python packages, resolve JVM jars into .jars/"
-	@echo "make test              run the whole test suite (unit, integration, e2e)"
+	@echo "make test              run the whole test suite (unit, integration, e2e, short fault drills; not -m drill)"
 	@echo "make test-unit         pure transformations only"
 	@echo "make lint              ruff (format check and lint) and mypy, as CI runs them"
 	@echo "make up | down | status  local Kafka broker (localhost:9092) and moto S3/Glue (localhost:5000)"
@@ -28,7 +28,8 @@ help:
 	@echo "make submit-local ARGS=...  the streaming job through spark-submit with the resolved jars"
 	@echo "make bench             every benchmark below, figures appended to bench/RESULTS.md (long: run on a quiet machine)"
 	@echo "make bench-NAME ARGS=  one of: simulator drain latency growth soak sql (ARGS=--quick: a smoke run; see --help)"
-	@echo "make drill ARGS=...    long fault drills: the soak for now (ARGS=\"--minutes 30 --rate 1000\")"
+	@echo "make drill ARGS=...    long fault drills: pytest -m drill (20 SIGKILLs over 200,000 ticks; DRILL_TICKS=3000"
+	@echo "                       DRILL_KILLS=3 for a smoke run), then the soak (ARGS=\"--minutes 30 --rate 1000\")"
 	@echo "make clean             remove local data, logs and checkpoints (.local/)"
 	@echo "make package           build the EMR artifact in dist/ (zip for --py-files, entry script, profile, --packages)"
 	@echo "make submit ARGS=...   package, then submit to EMR (python -m jobs.emr submit --config conf/aws.yaml ARGS)"
@@ -71,7 +72,7 @@ $(TRINO_DIR)/.resolved: $(TRINO_POM) conf/jvm/settings.xml
 	@touch $@
 
 test: setup
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -m "not drill" $(ARGS)
 
 test-unit: setup
 	$(PY) -m pytest -m unit $(ARGS)
@@ -117,7 +118,11 @@ bench-simulator: setup
 bench-drain bench-latency bench-growth bench-soak bench-sql: bench-%: setup
 	$(PY) -m bench.bench_$* $(ARGS)
 
-drill: bench-soak
+# The long drills of tests/drills (marker drill), then the soak benchmark with ARGS.
+drill: drill-tests bench-soak
+
+drill-tests: setup
+	$(PY) -m pytest -m drill -s tests/drills
 
 demo: setup
 	$(PY) -m jobs.demo $(ARGS)
