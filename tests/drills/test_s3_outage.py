@@ -1,6 +1,6 @@
 """Drill: S3 (the moto server) becomes unreachable while the job writes its batches, then comes back. Tables and
 checkpoint live on S3, reached through a relay that is cut (connections reset, then refused) for
-DRILL_S3_OUTAGE_SECONDS (default 45).
+DRILL_S3_OUTAGE_SECONDS (default 45), from the moment the job has planned a micro-batch (its offsets written).
 
 What the job does today: S3A gives up after its few retries (fs.s3a.attempts.maximum=3 against an emulator), the
 micro-batch fails and the job stops with a non-zero code; restarted once S3 is back, it continues from its
@@ -16,6 +16,7 @@ import uuid
 import pytest
 
 from jobs.aws.clients import aws_client
+from jobs.pipeline.config import AppConfig
 from tests.drills.harness import (
     START_CHECK_WORKAROUND,
     Broker,
@@ -30,6 +31,13 @@ from tests.drills.harness import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 OUTAGE_SECONDS = float(os.environ.get("DRILL_S3_OUTAGE_SECONDS", "45"))
+
+
+def _checkpoint_objects(config: AppConfig, bucket: str, folder: str) -> list[str]:
+    """The checkpoint's files in `folder` (offsets, commits), read from moto directly (not through the relay)."""
+    prefix = config.checkpoint_path().split(f"{bucket}/", 1)[1] + f"/{folder}/"
+    listing = aws_client(config, "s3").list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return [item["Key"] for item in listing.get("Contents", []) if item["Key"].rsplit("/", 1)[-1].isdigit()]
 
 
 def test_s3_unreachable_during_a_batch_then_back(spark, make_config, moto_server, broker: Broker, tmp_path) -> None:
@@ -66,7 +74,10 @@ def test_s3_unreachable_during_a_batch_then_back(spark, make_config, moto_server
     job.start()
     try:
         wait_until(lambda: len(job.batches()) >= 2, 600, "two logged micro-batches", job)
+        # Cut S3 inside a batch: once the job has written the next batch's offsets to its checkpoint (on S3).
+        planned = len(_checkpoint_objects(config, bucket, "offsets"))
         broker.produce(topic, during)
+        wait_until(lambda: len(_checkpoint_objects(config, bucket, "offsets")) > planned, 600, "a new batch", job)
         batches_before = len(job.batches())
         relay.cut()
         cut_at = time.monotonic()

@@ -116,7 +116,10 @@ def test_sigkills_at_random_moments_over_a_faulty_stream(spark, make_config, bro
         row.reason
         for row in spark.read.format("delta").load(config.table_path("ticks_quarantine")).select("reason").collect()
     )
-    # The feed's faults reached the job: identical re-sends, rejected and too-late records.
+    # Exactly what the simulator says it sent: its clean ticks, its identical re-sends, its rejects by reason.
+    expected = produced["expected"]
+    assert (counts["ticks"], counts["duplicates"]) == (expected["ticks"], expected["duplicates"]), (counts, expected)
+    assert reasons == Counter({k: n for k, n in expected["quarantined_by_reason"].items() if n}), reasons
     assert counts["duplicates"] > 0 and reasons["too_late"] > 0 and len(reasons) > 2, (counts, reasons)
 
     # One uninterrupted run over the same topic stores the same ticks, quarantine and signals.
