@@ -30,7 +30,13 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # The imports below follow the sys.path set-up above (E402 by design).
-from jobs.pipeline.config import AppConfig, ConfigError, add_config_arguments, config_from_args  # noqa: E402
+from jobs.pipeline.config import (  # noqa: E402
+    AppConfig,
+    ConfigError,
+    add_config_arguments,
+    config_from_args,
+    resolve_local_path,
+)
 from jobs.pipeline.delta_io import ensure_tables  # noqa: E402
 from jobs.pipeline.kafka_io import KafkaUnreachable, check_kafka, read_records  # noqa: E402
 from jobs.pipeline.micro_batch import FaultHook, RunTotals, SignalBatchProcessor  # noqa: E402
@@ -49,7 +55,7 @@ def start_query(
         sync_catalog(config)
     checkpoint = config.checkpoint_path()
     processor = SignalBatchProcessor(spark, config, checkpoint, fault_hook=fault_hook)
-    processor.load_states()  # refuses changed window settings before the query starts
+    _ = processor.states  # loaded once, before the query starts: refuses changed window settings
     writer = (
         read_records(spark, config)
         .writeStream.queryName(config.stream.checkpoint_name)
@@ -88,9 +94,9 @@ def run(
                 log.warning("timeout of %.0f s reached: stopping", timeout_seconds)
                 break
             query.awaitTermination(1)
-        _stop_between_batches(query)
+        _stop_between_batches(query, config.stream.stop_grace_seconds)
         if query.exception():
-            raise RuntimeError(f"streaming query failed: {query.exception()}")
+            raise QueryFailed(str(query.exception()))
     finally:
         if query.isActive:
             query.stop()
@@ -100,7 +106,7 @@ def run(
     return processor.totals
 
 
-def _stop_between_batches(query: StreamingQuery, grace_seconds: float = 120.0) -> None:
+def _stop_between_batches(query: StreamingQuery, grace_seconds: float) -> None:
     """Let a running micro-batch finish before stopping, so a stop is never a half-written batch."""
     deadline = time.monotonic() + grace_seconds
     while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < deadline:
@@ -111,6 +117,28 @@ def _stop_between_batches(query: StreamingQuery, grace_seconds: float = 120.0) -
 
 class StorageUnreachable(RuntimeError):
     pass
+
+
+class QueryFailed(RuntimeError):
+    """The streaming query stopped on an error; the message holds Spark's whole report."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"streaming query failed: {detail}")
+        self.detail = detail
+
+    def summary(self) -> str:
+        """The first line that says what went wrong (Spark's report starts with the cause)."""
+        lines = [line.strip() for line in self.detail.splitlines() if line.strip()]
+        return lines[0][:400] if lines else "unknown error"
+
+
+def _write_failure(detail: str) -> str:
+    """Spark's whole report to a file under .local/logs (the one stderr line points there)."""
+    folder = resolve_local_path(".local/logs")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"stream_signals-failure-{time.strftime('%Y%m%dT%H%M%S')}.log"
+    path.write_text(detail)
+    return str(path)
 
 
 def check_endpoints(config: AppConfig) -> None:
@@ -177,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsChanged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except QueryFailed as exc:
+        where = _write_failure(exc.detail)
+        print(f"error: the streaming query stopped: {exc.summary()} (full report: {where})", file=sys.stderr)
+        return 1
     finally:
         spark.stop()
     print(json.dumps({"event": "summary", **asdict(totals)}))

@@ -132,7 +132,6 @@ FAITHFUL_NODES: frozenset[type[exp.Expression]] = frozenset(
         # aggregates and window functions
         exp.Avg,
         exp.Count,
-        exp.CountIf,
         exp.Sum,
         exp.Min,
         exp.Max,

@@ -19,7 +19,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "MARKET_SIGNALS_"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# The checkout; when the code runs from the packaged zip (spark-submit --py-files) that path is the zip file, so
+# relative paths are taken from the working directory instead.
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = _SOURCE_ROOT if _SOURCE_ROOT.is_dir() else Path.cwd()
 DEFAULT_CONFIG = REPO_ROOT / "conf" / "local.yaml"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -117,6 +120,8 @@ class StreamConfig(_Section):
     # Compact (OPTIMIZE) the tables' partitions older than the lateness horizon every N batches that wrote ticks;
     # 0 turns it off. In the job's own driver, so compaction never races the job's writes.
     compact_every_batches: int = Field(default=200, ge=0)
+    # On SIGTERM/Ctrl-C or --timeout, how long the running micro-batch may take to finish before the query stops.
+    stop_grace_seconds: float = Field(default=900.0, gt=0)
     checkpoint_name: str = "stream_signals"
     register_catalog: bool = False
 

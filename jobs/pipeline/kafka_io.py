@@ -103,14 +103,12 @@ def check_kafka(config: AppConfig) -> None:
 
 
 def _check_topic(config: AppConfig, timeout: float) -> None:
-    from kafka import KafkaConsumer
+    from kafka.admin import KafkaAdminClient
     from kafka.errors import KafkaError
 
     try:
-        consumer = KafkaConsumer(
-            bootstrap_servers=config.kafka.bootstrap_servers,
-            request_timeout_ms=int(max(timeout, 1.0) * 1000) + 1000,
-            api_version_auto_timeout_ms=int(max(timeout, 1.0) * 1000),
+        admin = KafkaAdminClient(
+            bootstrap_servers=config.kafka.bootstrap_servers, request_timeout_ms=int(max(timeout, 1.0) * 1000)
         )
     except KafkaError as error:
         raise KafkaUnreachable(
@@ -118,9 +116,9 @@ def _check_topic(config: AppConfig, timeout: float) -> None:
             f"the Kafka protocol: {error}"
         ) from None
     try:
-        topics = consumer.topics()
+        topics = set(admin.list_topics())
     finally:
-        consumer.close()
+        admin.close()
     if config.kafka.topic not in topics:
         raise KafkaUnreachable(
             f"topic {config.kafka.topic!r} (kafka.topic) does not exist on {config.kafka.bootstrap_servers}; "

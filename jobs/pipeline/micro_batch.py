@@ -160,6 +160,8 @@ class SignalBatchProcessor:
         self.settings = StateSettings.of(config.signals)
         self.totals = RunTotals()
         self._batches_with_ticks = 0
+        self._started = time.monotonic()
+        self._steps_ms: dict[str, int] = {}
         self._writers = ThreadPoolExecutor(max_workers=3, thread_name_prefix="delta-writer")
 
     # ------------------------------------------------------------------ identity and state
@@ -208,8 +210,13 @@ class SignalBatchProcessor:
 
     # ------------------------------------------------------------------ the batch
 
+    def _mark(self, step: str) -> None:
+        """Milliseconds from the batch's start to the end of a step, logged with the batch (where time goes)."""
+        self._steps_ms[step] = int((time.monotonic() - self._started) * 1000)
+
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        started = time.monotonic()
+        started = self._started = time.monotonic()
+        self._steps_ms = {}
         outcome = BatchOutcome(batch_id, datetime.now(UTC))
         states = self.states
         _ = self.app_id  # resolved once, before the writer threads use it
@@ -221,16 +228,18 @@ class SignalBatchProcessor:
         finally:
             _wait_all(pending)
             batch.unpersist()
+        self._mark("writes")
         outcome.batch_duration_ms = int((time.monotonic() - started) * 1000)
         if outcome.records_read:
             self._write_metrics(outcome)
+            self._mark("metrics")
         self.totals.add(outcome)
         if outcome.ticks_written:
             self._batches_with_ticks += 1
             every = self.config.stream.compact_every_batches
             if every and self._batches_with_ticks % every == 0:
                 self.compact_settled(states)
-        log.info(json.dumps({"event": "batch", **outcome.as_row()}, default=str))
+        log.info(json.dumps({"event": "batch", **outcome.as_row(), "steps_ms": self._steps_ms}, default=str))
 
     def _submit(self, write: Callable[..., None], *args: Any) -> Future[None]:
         return self._writers.submit(write, *args)
@@ -248,10 +257,12 @@ class SignalBatchProcessor:
         try:
             # 2. classify
             first_candidate = {row.symbol: row.first_micros for row in candidate_ranges(parsed).collect()}
+            self._mark("parsed")
             watermarks = {symbol: states[symbol].before(batch_id) for symbol in first_candidate if symbol in states}
             classified = self.classify(parsed, first_candidate, watermarks).persist()
             try:
                 accepted = self.summarize(classified, outcome)
+                self._mark("classified")
                 # 3. write ticks and quarantine (in parallel with the recomputation)
                 pending.append(self._submit(self._write_ticks, classified, batch_id))
                 if outcome.quarantined:
@@ -259,6 +270,7 @@ class SignalBatchProcessor:
                 if accepted:
                     # 4.-6. recompute, upsert, state
                     self.update_signals(classified, accepted, watermarks, batch_id, outcome, states)
+                    self._mark("signals_and_state")
             finally:
                 _wait_all(pending)
                 pending.clear()

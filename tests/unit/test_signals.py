@@ -127,3 +127,17 @@ def test_reference_sample_rows(spark: SparkSession) -> None:
         for actual, published in ((row.sma_short, sma_9), (row.sma_long, sma_21)):
             assert (actual is None) == (published is None)
             assert published is None or abs(actual - published) < 1e-9
+
+
+def test_equal_averages_compare_equal_whatever_the_rounding_of_the_sum(spark: SparkSession) -> None:
+    """20 ticks from 101.07 down by 0.05, then 100.07 flat: once both windows are flat the averages are equal
+    (the floating-point sum says sma_long = 100.06999999999996): Hold and no crossover, not a golden cross."""
+    closes = [round(101.07 - 0.05 * i, 2) for i in range(20)] + [100.07] * 30
+    ticks = _ticks(spark, [("FLAT", i, close, 1000 + i) for i, close in enumerate(closes)])
+    rows = compute_signals(ticks).orderBy("event_time").collect()
+    assert [row.crossover for row in rows if row.crossover] == []
+    flat = rows[40:]
+    assert {row.signal for row in flat} == {"Hold"}
+    assert all(row.sma_short == 100.07 for row in flat)
+    # Falling averages with rising volume before that: Sell once both windows exist.
+    assert {row.signal for row in rows[20:29]} == {"Sell"}

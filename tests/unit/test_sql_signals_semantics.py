@@ -49,11 +49,11 @@ def local_config(root: Path, *overrides: str) -> AppConfig:
 
 
 def expected_signals(rows: list[tuple[str, datetime, float, int]], short: int, long: int) -> pd.DataFrame:
-    """The definition of docs/design.md, written out plainly."""
+    """The definition of docs/design.md, written out plainly: averages compared as exact sums of whole millionths."""
     out = []
     for symbol in sorted({r[0] for r in rows}):
         ticks = sorted((r for r in rows if r[0] == symbol), key=lambda r: r[1])
-        previous: tuple[float | None, float | None] = (None, None)
+        previous: tuple[int | None, None] = (None, None)
         for i, (_, at, close, volume) in enumerate(ticks):
             closes = [t[2] for t in ticks[: i + 1]]
             sma_s = sum(closes[-short:]) / short if len(closes) >= short else None
@@ -61,16 +61,21 @@ def expected_signals(rows: list[tuple[str, datetime, float, int]], short: int, l
             prev_volume = ticks[i - 1][3] if i else None
             rising = prev_volume is not None and volume > prev_volume
             both = sma_s is not None and sma_l is not None
-            signal = (
-                "Buy" if both and rising and sma_s > sma_l else "Sell" if both and rising and sma_s < sma_l else "Hold"
+            micros = [round(c * 1_000_000) for c in closes]
+            trend = (
+                (sum(micros[-short:]) * long > sum(micros[-long:]) * short)
+                - (sum(micros[-short:]) * long < sum(micros[-long:]) * short)
+                if both
+                else None
             )
+            signal = "Buy" if both and rising and trend > 0 else "Sell" if both and rising and trend < 0 else "Hold"
             crossover = None
-            if both and None not in previous:
-                if previous[0] <= previous[1] and sma_s > sma_l:
+            if trend is not None and previous[0] is not None:
+                if previous[0] <= 0 and trend > 0:
                     crossover = "golden_cross"
-                elif previous[0] >= previous[1] and sma_s < sma_l:
+                elif previous[0] >= 0 and trend < 0:
                     crossover = "death_cross"
-            previous = (sma_s, sma_l)
+            previous = (trend, None)
             out.append((symbol, at, close, volume, sma_s, sma_l, prev_volume, signal, crossover))
     return pd.DataFrame(
         out,
@@ -202,3 +207,23 @@ def test_missing_tables_are_skipped_and_their_views_error_clearly(tmp_path: Path
             engine.query("SELECT count(*) FROM signals")
     finally:
         engine.close()
+
+
+def falling_then_flat_rows() -> list[tuple[str, datetime, float, int]]:
+    """20 ticks from 101.07 down by 0.05, then 30 at 100.07: once both windows are flat the averages are equal,
+    though a floating-point sum makes sma_long 100.06999999999996 (which used to read as a golden cross)."""
+    start = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+    closes = [round(101.07 - 0.05 * i, 2) for i in range(20)] + [100.07] * 30
+    return [("FLAT", start + timedelta(minutes=i), close, 1000 + i) for i, close in enumerate(closes)]
+
+
+def test_equal_averages_are_equal_in_the_views(tmp_path: Path) -> None:
+    rows = falling_then_flat_rows()
+    write_ticks(tmp_path, rows)
+    config = local_config(tmp_path)
+    actual = run_query(config, "SELECT * FROM v_signals ORDER BY event_time")
+    flat = actual.iloc[40:]  # both windows hold only 100.07 from the 41st tick on
+    assert set(flat["signal"]) == {"Hold"}
+    assert actual["crossover"].dropna().tolist() == []
+    expected = expected_signals(rows, 9, 21)
+    assert actual["signal"].tolist() == expected["signal"].tolist()

@@ -139,7 +139,7 @@ def test_v_signal_summary_equals_a_pandas_aggregation_per_symbol_and_day(lake) -
     assert (expected["buy_signals"] != expected["sell_signals"]).any()
     assert (expected["golden_crosses"] != expected["death_crosses"]).any()
     assert (expected["first_close"] != expected["last_close"]).all()
-    # Every (symbol, day) has a crossover: a day without any is the case of the xfail test below.
+    # Every (symbol, day) has a crossover: a day without any is the case of the test below.
     assert (expected["crossovers"] > 0).all()
     assert expected["golden_crosses"].sum() > 0 and expected["death_crosses"].sum() > 0
     assert expected["buy_signals"].sum() > 0 and expected["sell_signals"].sum() > 0
@@ -215,15 +215,6 @@ def test_v_crossovers_lists_exactly_the_pandas_crosses(lake) -> None:
     assert (actual.loc[~golden, "sma_short"] < actual.loc[~golden, "sma_long"]).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "jobs/lake/sql_views.py lists COUNT_IF as faithfully translated, but DuckDB's count_if returns NULL "
-        "for a group whose condition is NULL on every row (Athena/Trino: 0), so v_signal_summary reports NULL "
-        "golden/death crosses for a day without any crossover"
-    ),
-)
 def test_v_signal_summary_counts_zero_crosses_on_a_day_without_any(tmp_path: Path) -> None:
     # 12 ticks: no long average, so crossover is NULL on every row of the day.
     rows = [("QUIET", START + timedelta(minutes=step), 10.0 + step, 100 + step) for step in range(12)]

@@ -1,0 +1,173 @@
+"""The foreachBatch function itself, on hand-made Kafka records and local Delta tables (no services).
+
+Called twice with the same batch id (what Spark does after a crash between the writes and the checkpoint
+commit), it writes nothing twice; a fault injected between the writes and a retry give the same tables.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from chispa import assert_approx_df_equality, assert_df_equality
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.pipeline.config import AppConfig, with_overrides
+from jobs.pipeline.delta_io import ensure_tables
+from jobs.pipeline.micro_batch import SignalBatchProcessor
+from jobs.pipeline.tables import KAFKA_RECORD_SCHEMA
+from jobs.pipeline.transforms.signals import SIGNAL_COLUMNS, compute_signals
+
+T0 = datetime(2026, 11, 24, 18, 0, tzinfo=UTC)
+KAFKA_TIME = datetime(2026, 11, 25, 0, 0, tzinfo=UTC)
+TABLES = ("raw_ticks", "ticks", "ticks_quarantine", "signals", "pipeline_metrics", "_signal_state")
+
+
+def _tick(symbol: str, minute: float, close: float | None = None, volume: int | None = None) -> str:
+    ts = (T0 + timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return json.dumps(
+        {
+            "v": 1,
+            "symbol": symbol,
+            "ts": ts,
+            "close": close if close is not None else round(100 + (minute * 7) % 5 + minute * 0.1, 2),
+            "volume": volume if volume is not None else 1000 + int(minute * 13) % 17,
+        }
+    )
+
+
+def _records(spark: SparkSession, values: list[tuple[str, str]], first_offset: int) -> DataFrame:
+    rows = [(key, value, "ticks", 0, first_offset + i, KAFKA_TIME, KAFKA_TIME) for i, (key, value) in enumerate(values)]
+    return spark.createDataFrame(rows, KAFKA_RECORD_SCHEMA)
+
+
+@pytest.fixture
+def config(local_config: AppConfig, tmp_path: Path) -> AppConfig:
+    return with_overrides(
+        local_config,
+        [
+            f"storage.root={tmp_path / 'delta'}",
+            "signals.sma_short=2",
+            "signals.sma_long=4",
+            "signals.allowed_lateness_seconds=600",
+            "stream.compact_every_batches=0",
+        ],
+    )
+
+
+def _snapshot(spark: SparkSession, config: AppConfig) -> dict[str, list[tuple]]:
+    """Every table's rows, without the columns a retry may legitimately rewrite (none are expected to)."""
+    return {
+        name: sorted(map(tuple, spark.read.format("delta").load(config.table_path(name)).collect()), key=repr)
+        for name in TABLES
+    }
+
+
+def _versions(spark: SparkSession, config: AppConfig) -> dict[str, int]:
+    from delta.tables import DeltaTable
+
+    return {name: DeltaTable.forPath(spark, config.table_path(name)).history(1).first()["version"] for name in TABLES}
+
+
+def _assert_signals_equal_recomputation(spark: SparkSession, config: AppConfig) -> None:
+    ticks = spark.read.format("delta").load(config.table_path("ticks"))
+    expected = compute_signals(ticks, config.signals.sma_short, config.signals.sma_long)
+    actual = spark.read.format("delta").load(config.table_path("signals")).select(*SIGNAL_COLUMNS)
+    assert_approx_df_equality(actual, expected, precision=1e-9, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_the_same_batch_id_twice_writes_nothing_twice(spark: SparkSession, config: AppConfig) -> None:
+    ensure_tables(spark, config)
+    first = _records(spark, [("AAA", _tick("AAA", m)) for m in range(8)] + [("BBB", _tick("BBB", 0))], 0)
+    processor = SignalBatchProcessor(spark, config, checkpoint="unused", app_id="test-app")
+    processor(first, 0)
+    after_first = _snapshot(spark, config)
+    versions = _versions(spark, config)
+    assert len(after_first["ticks"]) == 9 and len(after_first["signals"]) == 9
+
+    # A new processor (a restarted driver) replaying batch 0: every write is skipped or identical.
+    replay = SignalBatchProcessor(spark, config, checkpoint="unused", app_id="test-app")
+    replay(first, 0)
+    assert _snapshot(spark, config) == after_first
+    assert _versions(spark, config) == versions
+
+    # Batch 1: a late tick (corrects later rows), a duplicate, a conflicting copy, a too-late tick, a new symbol.
+    second = _records(
+        spark,
+        [
+            ("AAA", _tick("AAA", 8)),
+            ("AAA", _tick("AAA", 3.5)),
+            ("AAA", _tick("AAA", 2)),
+            ("AAA", _tick("AAA", 5, close=1.0)),
+            ("CCC", _tick("CCC", 1)),
+        ],
+        9,
+    )
+    replay(second, 1)
+    metrics = spark.read.format("delta").load(config.table_path("pipeline_metrics")).where("batch_id = 1").first()
+    assert metrics is not None
+    assert (metrics.records_read, metrics.ticks_written, metrics.duplicates) == (5, 3, 1)
+    assert metrics.quarantined_by_reason == {"conflicting_duplicate": 1}
+    revised = spark.read.format("delta").load(config.table_path("signals")).where("revision >= 1")
+    assert metrics.signals_corrected == revised.count() > 0  # AAA's rows after minute 3.5
+    after_second = _snapshot(spark, config)
+    replay(second, 1)
+    assert _snapshot(spark, config) == after_second
+    _assert_signals_equal_recomputation(spark, config)
+
+
+@pytest.mark.parametrize("crash_after", ["signals_appended", "signals_merged", "state_written"])
+def test_a_crash_between_the_writes_and_the_retry_give_the_tables_of_one_clean_run(
+    spark: SparkSession, config: AppConfig, tmp_path: Path, crash_after: str
+) -> None:
+    batches = [
+        _records(spark, [("AAA", _tick("AAA", m)) for m in range(10)], 0),
+        _records(spark, [("AAA", _tick("AAA", 4.5)), ("AAA", _tick("AAA", 10))], 10),
+    ]
+    clean = with_overrides(config, [f"storage.root={tmp_path / 'clean'}"])
+    ensure_tables(spark, clean)
+    reference = SignalBatchProcessor(spark, clean, checkpoint="unused", app_id="clean-app")
+    for batch_id, batch in enumerate(batches):
+        reference(batch, batch_id)
+
+    ensure_tables(spark, config)
+
+    armed: list[bool] = []
+
+    def crash(step: str) -> None:
+        if armed and step == crash_after:
+            raise RuntimeError(f"injected crash after {step}")
+
+    crashing = SignalBatchProcessor(spark, config, checkpoint="unused", app_id="crash-app", fault_hook=crash)
+    crashing(batches[0], 0)
+    armed.append(True)
+    with pytest.raises(RuntimeError, match="injected crash"):
+        crashing(batches[1], 1)
+    restarted = SignalBatchProcessor(spark, config, checkpoint="unused", app_id="crash-app")
+    restarted(batches[1], 1)
+
+    def content(cfg: AppConfig, name: str, drop: tuple[str, ...]) -> DataFrame:
+        return spark.read.format("delta").load(cfg.table_path(name)).drop(*drop)
+
+    signal_drop = ("updated_at",)
+    assert_df_equality(
+        content(config, "signals", signal_drop),
+        content(clean, "signals", signal_drop),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
+    metric_columns = ("batch_id", "records_read", "ticks_written", "duplicates", "signals_emitted", "signals_corrected")
+    assert_df_equality(
+        content(config, "pipeline_metrics", ()).select(*metric_columns),
+        content(clean, "pipeline_metrics", ()).select(*metric_columns),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
+    assert content(config, "ticks", ("ingest_time",)).count() == 12
+    # The retried batch reports the corrections the crashed attempt already wrote.
+    corrected = content(config, "pipeline_metrics", ()).where(F.col("batch_id") == 1).first()
+    assert corrected is not None
+    assert corrected.signals_corrected == content(config, "signals", ()).where("revision >= 1").count() > 0
