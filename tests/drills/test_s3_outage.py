@@ -1,6 +1,7 @@
 """Drill: S3 (the moto server) becomes unreachable while the job writes its batches, then comes back. Tables and
-checkpoint live on S3, reached through a relay that is cut (connections reset, then refused) for
-DRILL_S3_OUTAGE_SECONDS (default 45), from the moment the job has planned a micro-batch (its offsets written).
+checkpoint live on S3, reached through a relay that is cut (connections reset, then refused) from the moment the
+job has planned a micro-batch (its offsets written), for at least DRILL_S3_OUTAGE_SECONDS (default 45) and until
+the job has stopped.
 
 What the job does today: S3A gives up after its few retries (fs.s3a.attempts.maximum=3 against an emulator), the
 micro-batch fails and the job stops with a non-zero code; restarted once S3 is back, it continues from its
@@ -83,7 +84,8 @@ def test_s3_unreachable_during_a_batch_then_back(spark, make_config, moto_server
         cut_at = time.monotonic()
         # Wait for the outage to hit a running batch, then keep S3 away for the rest of the outage.
         exited_after = None
-        while time.monotonic() - cut_at < OUTAGE_SECONDS:
+        # At least the outage, and until the job has stopped (up to 180 s: a busy machine is slow to fail).
+        while time.monotonic() - cut_at < OUTAGE_SECONDS or (job.alive() and time.monotonic() - cut_at < 180):
             if exited_after is None and not job.alive():
                 exited_after = time.monotonic() - cut_at
             time.sleep(0.5)

@@ -3,8 +3,9 @@ out-of-order, too-late and malformed records from the simulator), each followed 
 checkpoint. Afterwards every table holds each record once, signals equal compute_signals over ticks, and ticks,
 quarantine and signals equal those of one uninterrupted run over the same topic.
 
-Sizes: DRILL_TICKS clean ticks (default 200000), DRILL_KILLS kills (default 20), DRILL_SEED (default 7), e.g.
-DRILL_TICKS=3000 DRILL_KILLS=3 for a smoke run."""
+Sizes: DRILL_TICKS clean ticks (default 200000), DRILL_KILLS kills (default 20), DRILL_BATCHES micro-batches
+over the stream (default 40), DRILL_SEED (default 7); e.g. DRILL_TICKS=3000 DRILL_KILLS=3 DRILL_BATCHES=10 for a
+smoke run."""
 
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ from tests.drills.harness import REPO_ROOT, START_CHECK_WORKAROUND, Broker, Job,
 TICKS = int(os.environ.get("DRILL_TICKS", "200000"))
 KILLS = int(os.environ.get("DRILL_KILLS", "20"))
 SEED = int(os.environ.get("DRILL_SEED", "7"))
-# About 40 micro-batches over the stream, so the kills land in many different batches.
-BATCH_RECORDS = max(50, min(5000, TICKS // 40))
+# About DRILL_BATCHES (default 40) micro-batches over the stream, so the kills land in many different batches.
+BATCH_RECORDS = max(50, min(5000, TICKS // int(os.environ.get("DRILL_BATCHES", "40"))))
 
 pytestmark = [pytest.mark.drill, pytest.mark.timeout(4 * 3600)]
 
@@ -124,7 +125,10 @@ def test_sigkills_at_random_moments_over_a_faulty_stream(spark, make_config, bro
 
     # One uninterrupted run over the same topic stores the same ticks, quarantine and signals.
     reference = make_config(
-        *settings, f"storage.root={tmp_path / 'reference'}", f"storage.checkpoint_root={tmp_path / 'reference-cp'}"
+        *settings,
+        f"storage.root={tmp_path / 'reference'}",
+        f"storage.checkpoint_root={tmp_path / 'reference-cp'}",
+        "kafka.max_offsets_per_trigger=1000000",  # other splits into micro-batches, same outcome
     )
     run(spark, reference, once=True, timeout_seconds=3600)
 
