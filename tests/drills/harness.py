@@ -28,11 +28,6 @@ from jobs.pipeline.transforms.signals import SIGNAL_COLUMNS, compute_signals
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_JARS = REPO_ROOT / ".jars" / "kafka-broker"
 T0 = datetime(2026, 11, 24, 9, 0, 0, tzinfo=UTC)
-# Any kafka.options entry makes the start check skip its topic look-up, which fails on every PLAINTEXT start with
-# the pinned kafka-python (jobs/pipeline/kafka_io.py passes api_version_auto_timeout_ms, which KafkaConsumer
-# 3.0.12 does not know; see test_start_check.py). client.dns.lookup=use_all_dns_ips is Kafka's default: the
-# option changes nothing else. Drop it once the check is fixed.
-START_CHECK_WORKAROUND = 'kafka.options={"client.dns.lookup": "use_all_dns_ips"}'
 
 
 def clean_ticks(first_step: int, steps: int, symbols: int = 10) -> list[tuple[str, str]]:

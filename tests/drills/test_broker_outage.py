@@ -10,7 +10,6 @@ import time
 import pytest
 
 from tests.drills.harness import (
-    START_CHECK_WORKAROUND,
     Broker,
     Job,
     assert_exactly_once,
@@ -33,7 +32,6 @@ def test_the_job_rides_out_a_killed_broker_and_catches_up_exactly(spark, make_co
         "kafka.max_offsets_per_trigger=100",
         "stream.trigger_interval=1 second",
         "spark.driver_memory=1g",
-        START_CHECK_WORKAROUND,
     ]
     config = make_config(*settings)
     job = Job(

@@ -19,7 +19,6 @@ import pytest
 from jobs.aws.clients import aws_client
 from jobs.pipeline.config import AppConfig
 from tests.drills.harness import (
-    START_CHECK_WORKAROUND,
     Broker,
     Job,
     Relay,
@@ -65,7 +64,6 @@ def test_s3_unreachable_during_a_batch_then_back(spark, make_config, moto_server
             "kafka.max_offsets_per_trigger=100",
             "stream.trigger_interval=1 second",
             "spark.driver_memory=1g",
-            START_CHECK_WORKAROUND,
         ],
         tmp_path / "job.log",
     )
@@ -120,9 +118,9 @@ def test_s3_unreachable_during_a_batch_then_back(spark, make_config, moto_server
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "jobs/stream_signals.py run() (query.awaitTermination at line 90) lets pyspark's StreamingQueryException "
-        "out of main(), which catches only SettingsChanged: an S3 outage ends the job with Python and Java "
-        "tracebacks, not one 'error: ...' line"
+        "jobs/stream_signals.py run(): query.awaitTermination(1) (line 96) raises pyspark's "
+        "StreamingQueryException when the query fails, before the QueryFailed check after the loop, and main() "
+        "does not catch it: an S3 outage ends the job with a Python traceback, not one 'error: ...' line"
     ),
 )
 def test_an_s3_outage_stops_the_job_with_one_clear_error_line(
@@ -145,7 +143,6 @@ def test_an_s3_outage_stops_the_job_with_one_clear_error_line(
             f"kafka.topic={topic}",
             "stream.trigger_interval=1 second",
             "spark.driver_memory=1g",
-            START_CHECK_WORKAROUND,
         ],
         tmp_path / "job.log",
     )

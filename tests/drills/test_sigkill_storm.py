@@ -23,7 +23,7 @@ from pyspark.sql import DataFrame
 
 from jobs.pipeline.config import AppConfig
 from jobs.stream_signals import run
-from tests.drills.harness import REPO_ROOT, START_CHECK_WORKAROUND, Broker, Job, assert_exactly_once
+from tests.drills.harness import REPO_ROOT, Broker, Job, assert_exactly_once
 
 TICKS = int(os.environ.get("DRILL_TICKS", "200000"))
 KILLS = int(os.environ.get("DRILL_KILLS", "20"))
@@ -54,7 +54,6 @@ def test_sigkills_at_random_moments_over_a_faulty_stream(spark, make_config, bro
         f"kafka.max_offsets_per_trigger={BATCH_RECORDS}",
         "stream.trigger_interval=1 second",
         "spark.driver_memory=1g",
-        START_CHECK_WORKAROUND,
     ]
     config = make_config(*settings)
     checkpoint = Path(config.checkpoint_path())

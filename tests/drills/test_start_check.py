@@ -1,4 +1,7 @@
-"""The drills start the job with the default start check: with a broker and a topic there, it starts and drains."""
+"""The job starts through its default start check (broker and topic looked up on PLAINTEXT) and drains the topic.
+
+Regression: the topic look-up once passed a KafkaConsumer option the pinned kafka-python 3.0.12 rejects, and every
+PLAINTEXT start stopped with "does not answer the Kafka protocol"."""
 
 from __future__ import annotations
 
@@ -12,14 +15,6 @@ from tests.drills.harness import REPO_ROOT, Broker, clean_ticks
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "jobs/pipeline/kafka_io.py:_check_topic passes api_version_auto_timeout_ms to KafkaConsumer, which the "
-        "pinned kafka-python 3.0.12 rejects (KafkaConfigurationError: Unrecognized configs), so every PLAINTEXT "
-        "start without kafka.options stops with 'does not answer the Kafka protocol'"
-    ),
-)
 def test_the_job_starts_on_plaintext_without_kafka_options(broker: Broker, tmp_path) -> None:
     topic = broker.create_topic("drill-start")
     broker.produce(topic, clean_ticks(0, 2))
