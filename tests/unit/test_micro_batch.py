@@ -69,7 +69,12 @@ def _snapshot(spark: SparkSession, config: AppConfig) -> dict[str, list[tuple]]:
 def _versions(spark: SparkSession, config: AppConfig) -> dict[str, int]:
     from delta.tables import DeltaTable
 
-    return {name: DeltaTable.forPath(spark, config.table_path(name)).history(1).first()["version"] for name in TABLES}
+    versions = {}
+    for name in TABLES:
+        latest = DeltaTable.forPath(spark, config.table_path(name)).history(1).first()
+        assert latest is not None
+        versions[name] = latest["version"]
+    return versions
 
 
 def _assert_signals_equal_recomputation(spark: SparkSession, config: AppConfig) -> None:
