@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
@@ -93,7 +94,10 @@ def run(
             if deadline and time.monotonic() > deadline:
                 log.warning("timeout of %.0f s reached: stopping", timeout_seconds)
                 break
-            query.awaitTermination(1)
+            try:
+                query.awaitTermination(1)
+            except StreamingQueryException as error:
+                raise QueryFailed(str(error)) from None
         _stop_between_batches(query, config.stream.stop_grace_seconds)
         if query.exception():
             raise QueryFailed(str(query.exception()))
@@ -200,17 +204,20 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.pipeline.spark_session import build_spark
 
     spark = build_spark(config)
+    failure: tuple[int, str] | None = None
     try:
         totals = run(spark, config, once=args.once, timeout_seconds=args.timeout)
     except SettingsChanged as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        failure = (2, f"error: {exc}")
     except QueryFailed as exc:
         where = _write_failure(exc.detail)
-        print(f"error: the streaming query stopped: {exc.summary()} (full report: {where})", file=sys.stderr)
-        return 1
+        failure = (1, f"error: the streaming query stopped: {exc.summary()} (full report: {where})")
     finally:
         spark.stop()
+    if failure is not None:
+        # After Spark has stopped, so the error is the last line on stderr.
+        print(failure[1], file=sys.stderr)
+        return failure[0]
     print(json.dumps({"event": "summary", **asdict(totals)}))
     return 0
 
