@@ -105,13 +105,16 @@ class Progress:
         self._last_count = 0
         stream = options.progress_stream
         if options.total_ticks is not None and not options.quiet and getattr(stream, "isatty", lambda: False)():
-            from tqdm import tqdm
+            from rich.console import Console
+            from rich.progress import Progress as Bar
 
-            self._bar = tqdm(total=options.total_ticks, unit="tick", file=stream, dynamic_ncols=True)
+            self._bar = Bar(console=Console(file=stream), transient=False)
+            self._task = self._bar.add_task("ticks", total=options.total_ticks)
+            self._bar.start()
 
     def update(self, ticks: int, done: int, sink: Sink, last_ts: int | None) -> None:
         if self._bar is not None:
-            self._bar.update(ticks)
+            self._bar.advance(self._task, ticks)
             return
         if self.options.quiet or self.options.total_ticks is not None:
             return
@@ -128,7 +131,7 @@ class Progress:
 
     def close(self) -> None:
         if self._bar is not None:
-            self._bar.close()
+            self._bar.stop()
 
 
 @contextmanager

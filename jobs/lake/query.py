@@ -187,12 +187,32 @@ def format_result(frame: pd.DataFrame, output_format: str) -> str:
         return frame.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ", float_format="%.17g")
     if output_format == "json":
         return frame.to_json(orient="records", date_format="iso", date_unit="us", double_precision=15, indent=1) + "\n"
-    from tabulate import tabulate
+    return _text_table(frame) + f"({len(frame)} row{'s' if len(frame) != 1 else ''})\n"
 
-    # NaN, NA and NaT all print as NULL, like SQL shows them.
-    display = frame.astype(object).where(frame.notna(), None)
-    rendered = tabulate(display, headers="keys", tablefmt="simple", showindex=False, floatfmt=".4f", missingval="NULL")
-    return f"{rendered}\n({len(frame)} row{'s' if len(frame) != 1 else ''})\n"
+
+def _text_table(frame: pd.DataFrame) -> str:
+    """Plain text columns (rich, no colours): numbers right-aligned, doubles to 4 places, NULL for missing."""
+    import io
+
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    numeric = [pd.api.types.is_numeric_dtype(frame[column]) for column in frame.columns]
+    for column, is_number in zip(frame.columns, numeric, strict=True):
+        table.add_column(str(column), justify="right" if is_number else "left", no_wrap=True)
+
+    def cell(value: object) -> str:
+        if value is None or (not isinstance(value, str) and pd.isna(value)):
+            return "NULL"
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    for row in frame.itertuples(index=False, name=None):
+        table.add_row(*(cell(value) for value in row))
+    buffer = io.StringIO()
+    Console(file=buffer, width=10_000, color_system=None, force_terminal=False, soft_wrap=True).print(table)
+    return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()).strip("\n") + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
