@@ -11,11 +11,12 @@ ARGS ?=
 TRINO_DIR := .trino
 TRINO_POM := conf/jvm/trino/pom.xml
 
-.PHONY: help setup trino prerequisites test test-unit test-integration test-e2e lint up down status demo bench bench-simulator bench-drain bench-latency bench-growth bench-soak bench-sql drill drill-tests simulate stream submit-local clean package submit
+.PHONY: help setup trino prerequisites test test-cluster test-unit test-integration test-e2e lint up down status demo bench bench-simulator bench-drain bench-latency bench-growth bench-soak bench-sql drill drill-tests simulate stream submit-local clean package submit
 
 help:
 	@echo "make setup             create .venv, install pinned Python packages, resolve JVM jars into .jars/"
 	@echo "make test              run the whole test suite (unit, integration, e2e, short fault drills; not -m drill)"
+	@echo "make test-cluster      the packaged job on a local standalone Spark cluster (opt-in, several minutes)"
 	@echo "make test-unit         pure transformations only"
 	@echo "make lint              ruff (format check and lint) and mypy, as CI runs them"
 	@echo "make up | down | status  local Kafka broker (localhost:9092) and moto S3/Glue (localhost:5000)"
@@ -72,7 +73,10 @@ $(TRINO_DIR)/.resolved: $(TRINO_POM) conf/jvm/settings.xml
 	@touch $@
 
 test: setup
-	$(PY) -m pytest -m "not drill" $(ARGS)
+	$(PY) -m pytest -m "not drill and not cluster" $(ARGS)
+
+test-cluster: setup
+	$(PY) -m pytest -m cluster $(ARGS)
 
 test-unit: setup
 	$(PY) -m pytest -m unit $(ARGS)
