@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from pathlib import Path
+
 import pyarrow as pa
 
 # The `ticks` Delta table (jobs/tables.py TICKS) as an Arrow schema, for writing fixtures with deltalake.
@@ -19,3 +22,29 @@ TICKS_ARROW = pa.schema(
         pa.field("event_date", pa.date32(), False),
     ]
 )
+
+
+def write_ticks(root: Path, rows: list[tuple[str, datetime, float, int]]) -> None:
+    """Append (symbol, event_time, close, volume) rows to the Delta `ticks` table under `root` (deltalake)."""
+    from deltalake import write_deltalake
+
+    ingested = datetime(2026, 1, 1, tzinfo=UTC)
+    table = pa.Table.from_pylist(
+        [
+            {
+                "symbol": symbol,
+                "event_time": at,
+                "close": close,
+                "volume": volume,
+                "message_format": "v1",
+                "topic": "stock-ticks",
+                "partition": 0,
+                "offset": offset,
+                "ingest_time": ingested,
+                "event_date": at.date(),
+            }
+            for offset, (symbol, at, close, volume) in enumerate(rows)
+        ],
+        schema=TICKS_ARROW,
+    )
+    write_deltalake(str(root / "ticks"), table, partition_by=["event_date"], mode="append")

@@ -16,7 +16,7 @@ from jobs.aws.clients import aws_client
 from jobs.lake.delta_log import delta_storage_options, delta_uri
 from jobs.lake.query import main, open_local_engine, run_query
 from jobs.pipeline.config import REPO_ROOT, AppConfig
-from tests.unit.test_sql_signals_semantics import TICKS_ARROW
+from tests.support import TICKS_ARROW
 
 
 def ticks_table(symbols: int = 3, ticks: int = 30) -> pa.Table:

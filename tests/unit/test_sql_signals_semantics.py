@@ -7,37 +7,12 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 import pytest
-from deltalake import write_deltalake
 
 from jobs.lake.query import QueryError, open_local_engine, run_query
 from jobs.lake.sql_views import WindowMismatch
 from jobs.pipeline.config import REPO_ROOT, AppConfig, load_config
-from tests.support import TICKS_ARROW
-
-
-def write_ticks(root: Path, rows: list[tuple[str, datetime, float, int]]) -> None:
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    table = pa.Table.from_pylist(
-        [
-            {
-                "symbol": symbol,
-                "event_time": at,
-                "close": close,
-                "volume": volume,
-                "message_format": "v1",
-                "topic": "stock-ticks",
-                "partition": 0,
-                "offset": index,
-                "ingest_time": now,
-                "event_date": at.date(),
-            }
-            for index, (symbol, at, close, volume) in enumerate(rows)
-        ],
-        schema=TICKS_ARROW,
-    )
-    write_deltalake(str(root / "ticks"), table, partition_by=["event_date"], mode="append")
+from tests.support import write_ticks
 
 
 def local_config(root: Path, *overrides: str) -> AppConfig:

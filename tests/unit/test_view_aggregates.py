@@ -13,13 +13,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 import pytest
-from deltalake import write_deltalake
 
 from jobs.lake.query import run_query
 from jobs.pipeline.config import REPO_ROOT, AppConfig, load_config
-from tests.support import TICKS_ARROW
+from tests.support import write_ticks as _write_ticks
 
 SHORT, LONG = 9, 21
 # 23:00 UTC: each symbol's ticks span two UTC days, so the per-day grouping is exercised.
@@ -40,29 +38,6 @@ def _rows(seed: int = 12, symbols: int = 4, ticks: int = 140) -> list[tuple[str,
             rows.append((symbol, at, round(price, 2), rng.randint(100, 2000)))
     rng.shuffle(rows)  # storage order must not matter
     return rows
-
-
-def _write_ticks(root: Path, rows: list[tuple[str, datetime, float, int]]) -> None:
-    ingested = datetime(2026, 3, 4, tzinfo=UTC)
-    table = pa.Table.from_pylist(
-        [
-            {
-                "symbol": symbol,
-                "event_time": at,
-                "close": close,
-                "volume": volume,
-                "message_format": "v1",
-                "topic": "stock-ticks",
-                "partition": 0,
-                "offset": offset,
-                "ingest_time": ingested,
-                "event_date": at.date(),
-            }
-            for offset, (symbol, at, close, volume) in enumerate(rows)
-        ],
-        schema=TICKS_ARROW,
-    )
-    write_deltalake(str(root / "ticks"), table, partition_by=["event_date"], mode="append")
 
 
 def _config(root: Path) -> AppConfig:
