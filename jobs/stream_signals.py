@@ -190,17 +190,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         config = config_from_args(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # The client libraries' own chatter stays out of the one line a failed check prints.
+    for noisy in ("kafka", "botocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     try:
         check_endpoints(config)
     except (KafkaUnreachable, StorageUnreachable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    for noisy in ("kafka", "botocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.NOTSET)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from jobs.pipeline.spark_session import build_spark
 
     spark = build_spark(config)
