@@ -19,20 +19,10 @@ import pyarrow as pa
 
 from jobs.lake.board.follow import TableFollower
 from jobs.pipeline.config import AppConfig
+from jobs.pipeline.transforms.signals import SIGNAL_COLUMNS as SIGNAL_DEFINITION_COLUMNS
 
-SIGNAL_COLUMNS = [
-    "symbol",
-    "event_time",
-    "close",
-    "volume",
-    "sma_short",
-    "sma_long",
-    "prev_volume",
-    "signal",
-    "crossover",
-    "revision",
-    "updated_at",
-]
+# The signal definition's columns, and the bookkeeping the board shows (corrections, freshness).
+SIGNAL_COLUMNS = [*SIGNAL_DEFINITION_COLUMNS, "revision", "updated_at"]
 QUARANTINE_COLUMNS = ["reason", "topic", "partition", "offset", "ingest_time", "ingest_date"]
 METRIC_COLUMNS = [
     "batch_id",
