@@ -98,9 +98,10 @@ def run(
                 query.awaitTermination(1)
             except StreamingQueryException as error:
                 raise QueryFailed(str(error)) from None
-        _stop_between_batches(query, config.stream.stop_grace_seconds)
-        if query.exception():
-            raise QueryFailed(str(query.exception()))
+        _stop_between_batches(query, processor, config.stream.stop_grace_seconds)
+        failure = query.exception()
+        if failure and "StopRequested" not in str(failure):
+            raise QueryFailed(str(failure))
     finally:
         if query.isActive:
             query.stop()
@@ -110,13 +111,29 @@ def run(
     return processor.totals
 
 
-def _stop_between_batches(query: StreamingQuery, grace_seconds: float) -> None:
-    """Let a running micro-batch finish before stopping, so a stop is never a half-written batch."""
-    deadline = time.monotonic() + grace_seconds
-    while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if query.isActive:
-        query.stop()
+def _stop_between_batches(query: StreamingQuery, processor: SignalBatchProcessor, grace_seconds: float) -> None:
+    """Stop with every started batch either committed whole or not begun, never half-written.
+
+    The processor takes no batch after the request and lets the running one finish; `query.stop()` then
+    interrupts the micro-batch thread while it is idle or holding the next, untouched batch.
+    """
+    if not query.isActive:
+        return
+    if processor.finish_running_batch(grace_seconds):
+        # The batch's Python part is done; let Spark write its commit before the interrupt.
+        deadline = time.monotonic() + 30
+        while (
+            query.isActive
+            and query.status.get("isTriggerActive")
+            and not processor.parked.is_set()
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+    else:
+        log.warning(
+            "the running micro-batch did not end within %.0f s: stopping it (it runs again on restart)", grace_seconds
+        )
+    query.stop()
 
 
 class StorageUnreachable(RuntimeError):

@@ -146,6 +146,8 @@ def write_server_config(
         "task.concurrency": "2",
         "task.max-worker-threads": "4",
         "web-ui.enabled": "false",
+        # Airlift writes an HTTP request log under its working directory by default.
+        "http-server.log.enabled": "false",
     }
     node = {
         "node.environment": "local",
@@ -202,7 +204,7 @@ def start_trino(
         "io.trino.server.TrinoServer",
     ]
     env = {**os.environ, "JAVA_HOME": str(home)}
-    process = _spawn(command, log_file, env)
+    process = _spawn(command, log_file, env, cwd=service_dir)
     handle = ServiceHandle("trino", process.pid, port, str(log_file), str(data_dir))
     try:
         wait_for_trino(port, timeout or config.trino.start_timeout_seconds, log_file, process)

@@ -6,10 +6,10 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import date
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.pipeline.config import AppConfig
@@ -118,7 +118,7 @@ def merge_signal_corrections(
         f"AND t.symbol IN ({quoted}) "
         "AND t.event_date = s.event_date AND t.symbol = s.symbol AND t.event_time = s.event_time"
     )
-    columns = {name: f"s.{name}" for name in SIGNALS.schema.fieldNames()}
+    columns: dict[str, str | Column] = {name: f"s.{name}" for name in SIGNALS.schema.fieldNames()}
 
     def merge() -> None:
         (
@@ -150,5 +150,11 @@ def compact(spark: SparkSession, path: str, where: str | None = None) -> dict[st
     builder = DeltaTable.forPath(spark, path).optimize()
     if where:
         builder = builder.where(where)
-    metrics = retry_on_conflict(lambda: builder.executeCompaction().first()["metrics"], f"optimize {path}")
+
+    def compaction() -> Any:
+        result = builder.executeCompaction().first()
+        assert result is not None, "OPTIMIZE returned no metrics row"
+        return result["metrics"]
+
+    metrics = retry_on_conflict(compaction, f"optimize {path}")
     return {"files_added": metrics["numFilesAdded"], "files_removed": metrics["numFilesRemoved"]}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -139,6 +140,10 @@ class Accepted:
     count: int
 
 
+class StopRequested(RuntimeError):
+    """Raised by a batch that waited for a stop that never interrupted it (a failed query, replayed on restart)."""
+
+
 class SignalBatchProcessor:
     """The foreachBatch function. Holds the config, the table paths and the per-symbol state."""
 
@@ -163,6 +168,10 @@ class SignalBatchProcessor:
         self._started = time.monotonic()
         self._steps_ms: dict[str, int] = {}
         self._writers = ThreadPoolExecutor(max_workers=3, thread_name_prefix="delta-writer")
+        # Held for the whole of a batch: a stop waits on it, so it never lands between two writes of a batch.
+        self._batch_lock = threading.Lock()
+        self._stop_requested = threading.Event()
+        self.parked = threading.Event()  # a batch that arrived after the stop request waits to be stopped
 
     # ------------------------------------------------------------------ identity and state
 
@@ -214,7 +223,41 @@ class SignalBatchProcessor:
         """Milliseconds from the batch's start to the end of a step, logged with the batch (where time goes)."""
         self._steps_ms[step] = int((time.monotonic() - self._started) * 1000)
 
+    # ------------------------------------------------------------------ stopping between batches
+
+    def finish_running_batch(self, timeout_seconds: float) -> bool:
+        """Take no new batch, and wait for the running one to end; False when it is still running at the timeout."""
+        self._stop_requested.set()
+        if not self._batch_lock.acquire(timeout=timeout_seconds):
+            return False
+        self._batch_lock.release()
+        return True
+
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        with self._batch_lock:
+            if not self._stop_requested.is_set():
+                self._run_batch(batch, batch_id)
+                return
+        self._park(batch_id)
+
+    def _park(self, batch_id: int) -> None:
+        """Hold a batch planned after the stop request, untouched, until `query.stop()` interrupts it.
+
+        PySpark runs this callback's JVM calls on the micro-batch thread itself (pinned threads), so the JVM
+        sleep below is what `query.stop()` interrupts; Spark then ends the query as stopped, not failed, and the
+        batch, of which nothing was written, runs again from its planned offsets on the next start.
+        """
+        log.info("stop requested: batch %d is left, unwritten, to the next run", batch_id)
+        self.parked.set()
+        # The interrupt comes back through py4j, which would log it as an error with a traceback: it is the stop.
+        logging.getLogger("py4j.clientserver").setLevel(logging.CRITICAL)
+        jvm_sleep = self.spark.sparkContext._jvm.java.lang.Thread.sleep  # type: ignore[union-attr]
+        deadline = time.monotonic() + self.config.stream.stop_grace_seconds
+        while time.monotonic() < deadline:
+            jvm_sleep(200)
+        raise StopRequested(f"batch {batch_id} was planned after the stop request and left to the next run")
+
+    def _run_batch(self, batch: DataFrame, batch_id: int) -> None:
         started = self._started = time.monotonic()
         self._steps_ms = {}
         outcome = BatchOutcome(batch_id, datetime.now(UTC))
@@ -290,14 +333,15 @@ class SignalBatchProcessor:
     ) -> DataFrame:
         """Every record with its outcome (transforms.batch.classify_records)."""
         # Only a candidate at or before its symbol's newest stored tick can repeat a stored one: look those up.
+        newest = {symbol: last for symbol, (last, _) in watermarks.items() if last is not None}
         lookups = {
-            symbol: (first, watermarks[symbol][0])
+            symbol: (first, newest[symbol])
             for symbol, first in first_candidate.items()
-            if symbol in watermarks and watermarks[symbol][0] is not None and first <= watermarks[symbol][0]
+            if symbol in newest and first <= newest[symbol]
         }
         return classify_records(
             parsed,
-            self._stored_ticks(lookups),  # type: ignore[arg-type]
+            self._stored_ticks(lookups),
             self._watermark_frame(watermarks),
             self.config.signals.allowed_lateness_seconds,
         )
@@ -365,10 +409,8 @@ class SignalBatchProcessor:
             self._fault("signals_appended")
             if changes is not None:
                 rows = signal_rows(changes.where(F.col("needs_write")).drop("is_new", "needs_write"), batch_id)
-                days = [utc_day(micros) for micros in late.values()] + [
-                    utc_day(watermarks[symbol][0])
-                    for symbol in late  # type: ignore[arg-type]
-                ]
+                newest = [watermarks[symbol][0] for symbol in late]
+                days = [utc_day(micros) for micros in [*late.values(), *newest] if micros is not None]
                 merge_signal_corrections(self.spark, self.paths[SIGNALS.name], rows, sorted(late), min(days), max(days))
                 self._fault("signals_merged")
                 changes.unpersist()
@@ -386,10 +428,11 @@ class SignalBatchProcessor:
     ) -> DataFrame:
         """Rows at or before the watermark that are new (late ticks) or differ from the stored ones."""
         first = min(late.values())
-        last = max(watermarks[symbol][0] for symbol in late)  # type: ignore[type-var]
+        # A late tick is older than its symbol's newest tick, so every late symbol has one.
+        last = max(newest for symbol in late if (newest := watermarks[symbol][0]) is not None)
         stored = self._table(SIGNALS.name).where(
-            F.col("event_date").between(F.lit(utc_day(first)), F.lit(utc_day(last)))  # type: ignore[arg-type]
-            & F.col("event_time").between(timestamp_literal(first), timestamp_literal(last))  # type: ignore[arg-type]
+            F.col("event_date").between(F.lit(utc_day(first)), F.lit(utc_day(last)))
+            & F.col("event_time").between(timestamp_literal(first), timestamp_literal(last))
             & F.col("symbol").isin(sorted(late))
         )
         return signal_changes(revisited, stored, batch_id).persist()
@@ -470,8 +513,8 @@ class SignalBatchProcessor:
         return (
             self._table(TICKS.name)
             .where(
-                F.col("event_date").between(F.lit(utc_day(first)), F.lit(utc_day(last)))  # type: ignore[arg-type]
-                & F.col("event_time").between(timestamp_literal(first), timestamp_literal(last))  # type: ignore[arg-type]
+                F.col("event_date").between(F.lit(utc_day(first)), F.lit(utc_day(last)))
+                & F.col("event_time").between(timestamp_literal(first), timestamp_literal(last))
                 & F.col("symbol").isin(sorted(lookups))
             )
             .join(F.broadcast(bounds), on="symbol", how="inner")

@@ -103,14 +103,6 @@ def _kill_group(process: subprocess.Popen) -> None:
         process.wait(timeout=30)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "known defect: with a backlog, micro-batches run back to back, so the stop that waits for a moment with no "
-        "trigger active (jobs/stream_signals.py _stop_between_batches) can miss every gap and drain the topic; "
-        "the stop must be taken between two batches by the job itself"
-    ),
-)
 def test_sigterm_lets_the_running_batch_commit_then_prints_the_summary(
     spark, make_config, kafka_broker, kafka_topic, produce, tmp_path
 ) -> None:
@@ -139,10 +131,13 @@ def test_sigterm_lets_the_running_batch_commit_then_prints_the_summary(
     stderr = stderr_file.read_text()
     assert job.returncode == 0, stderr[-3000:]
     assert "received SIGTERM: finishing the running micro-batch" in stderr
-    # The batch that was running at the signal committed, and nothing was left half done.
+    # The batch that was running at the signal committed, and nothing was left half done: at most the batch
+    # planned next is in the offset log without a commit, and nothing of it is in any table (checked below).
     started, committed = _batch_ids(checkpoint / "offsets"), _batch_ids(checkpoint / "commits")
     assert running in committed
-    assert started == committed
+    assert sorted(committed) == list(range(len(committed)))
+    assert set(started) - set(committed) <= {max(committed) + 1}
+    assert "terminated with error" not in stderr and "Traceback" not in stderr
     assert max(committed) < 9, "the job read the whole topic instead of stopping"
 
     metrics = _metrics(spark, config)

@@ -10,10 +10,8 @@ from pyspark.sql import functions as F
 
 from jobs.pipeline.transforms.batch import (
     classify_duplicates,
-    effective_watermarks,
     flag_too_late,
     next_state,
-    recompute_from,
     recomputed_signals,
     signal_changes,
 )
@@ -101,20 +99,6 @@ def test_too_late_is_relative_to_the_newest_tick_that_arrived_before(spark: Spar
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
 
 
-def test_effective_watermarks_use_saved_values_on_a_retried_batch(spark: SparkSession) -> None:
-    state = spark.createDataFrame(
-        [("AAA", _t(10), _t(5), _t(2), _t(1), 7), ("BBB", _t(10), _t(5), _t(2), _t(1), 6)],
-        schema="symbol string, last_event_time timestamp, previous_last_event_time timestamp, "
-        "context_start_time timestamp, previous_context_start_time timestamp, batch_id long",
-    )
-    actual = effective_watermarks(state, batch_id=7)
-    expected = spark.createDataFrame(
-        [("AAA", _t(5), _t(1)), ("BBB", _t(10), _t(2))],
-        schema="symbol string, last_event_time timestamp, context_start_time timestamp",
-    )
-    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
-
-
 def test_next_state_keeps_the_long_window_before_the_lateness_horizon(spark: SparkSession) -> None:
     # 10 ticks a minute apart; lateness 3 minutes -> horizon at minute 6; long window 3 -> start at minute 3.
     context = spark.createDataFrame(
@@ -145,7 +129,7 @@ def test_recomputed_signals_on_a_trimmed_context_equal_the_full_recomputation(sp
     )
     # A context starting 3 ticks (sma_long) before the recomputation start gives complete windows.
     context = full.where(F.col("event_time") >= F.lit(_t(3)))
-    starts = recompute_from(full.where(F.col("event_time") >= F.lit(_t(6))))
+    starts = spark.createDataFrame([("AAA", _t(6))], schema="symbol string, recompute_from timestamp")
     actual = recomputed_signals(context, starts, sma_short=2, sma_long=3)
     expected = compute_signals(full, sma_short=2, sma_long=3).where(F.col("event_time") >= F.lit(_t(6)))
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)

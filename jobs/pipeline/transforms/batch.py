@@ -70,23 +70,6 @@ def classify_duplicates(candidates: DataFrame, existing: DataFrame) -> DataFrame
     )
 
 
-def effective_watermarks(state: DataFrame, batch_id: int) -> DataFrame:
-    """Per symbol, the newest event time and context start as they were before this batch.
-
-    A retried batch finds its own update in the state table; it then uses the values saved beside it.
-    """
-    own_update = F.col("batch_id") == F.lit(batch_id)
-    return state.select(
-        "symbol",
-        F.when(own_update, F.col("previous_last_event_time"))
-        .otherwise(F.col("last_event_time"))
-        .alias("last_event_time"),
-        F.when(own_update, F.col("previous_context_start_time"))
-        .otherwise(F.col("context_start_time"))
-        .alias("context_start_time"),
-    )
-
-
 def flag_too_late(ticks: DataFrame, watermarks: DataFrame, allowed_lateness_seconds: int) -> DataFrame:
     """Add `too_late`: the tick is older than its symbol's newest earlier tick by more than the lateness.
 
@@ -105,11 +88,6 @@ def flag_too_late(ticks: DataFrame, watermarks: DataFrame, allowed_lateness_seco
         .withColumn("too_late", F.coalesce(F.col("event_time") < horizon, F.lit(False)))
         .drop("last_event_time")
     )
-
-
-def recompute_from(accepted: DataFrame) -> DataFrame:
-    """Per symbol, the earliest new event time: every signal from there on may change."""
-    return accepted.groupBy("symbol").agg(F.min("event_time").alias("recompute_from"))
 
 
 def recomputed_signals(context: DataFrame, starts: DataFrame, sma_short: int, sma_long: int) -> DataFrame:

@@ -273,6 +273,7 @@ def _reject(df: DataFrame, max_message_bytes: int, source_timezone: str, max_fut
     for reason, failed, detail in _checks(max_message_bytes, source_timezone, max_future_seconds):
         outcome = F.struct(F.lit(reason).alias("reason"), detail.alias("detail"))
         first_failure = F.when(failed, outcome) if first_failure is None else first_failure.when(failed, outcome)
+    assert first_failure is not None, "no checks"
     return df.withColumn("_p_reject", first_failure).withColumns(
         {"reject_reason": _p("reject.reason"), "reject_detail": _p("reject.detail")}
     )
@@ -288,7 +289,8 @@ def parse_records(
     """
     # Oversized values are not parsed at all: the limit bounds the parsing cost too.
     fields = F.when(
-        F.octet_length("value") <= max_message_bytes, F.from_json(F.col("value"), _JSON_OBJECT, _JSON_OPTIONS)
+        F.octet_length("value") <= max_message_bytes,
+        F.from_json(F.col("value"), _JSON_OBJECT, _JSON_OPTIONS),  # type: ignore[arg-type]  # a MapType works; the stubs omit it
     )
     return (
         records.withColumn("_p_fields", fields)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql.window import WindowSpec
 
 SIGNAL_COLUMNS = (
     "symbol",
@@ -32,13 +33,13 @@ def close_micros(close: Column) -> Column:
     return F.round(close * F.lit(PRICE_SCALE)).cast("bigint")
 
 
-def _trailing_mean(close: Column, by_time: Window, length: int) -> Column:
+def _trailing_mean(close: Column, by_time: WindowSpec, length: int) -> Column:
     """Mean of the `length` most recent closes up to this tick; NULL while fewer exist."""
     frame = by_time.rowsBetween(-(length - 1), Window.currentRow)
     return F.when(F.count(close).over(frame) >= length, F.avg(close).over(frame))
 
 
-def _trend(close: Column, by_time: Window, sma_short: int, sma_long: int) -> Column:
+def _trend(close: Column, by_time: WindowSpec, sma_short: int, sma_long: int) -> Column:
     """1 when SMA short > SMA long, -1 when below, 0 when equal (exactly), NULL while a window is incomplete.
 
     sum_short / short > sum_long / long  <=>  sum_short * long > sum_long * short, in integers.
