@@ -167,7 +167,7 @@ class SignalBatchProcessor:
         self._batches_with_ticks = 0
         self._started = time.monotonic()
         self._steps_ms: dict[str, int] = {}
-        self._writers = ThreadPoolExecutor(max_workers=3, thread_name_prefix="delta-writer")
+        self._writers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="delta-writer")
         # Held for the whole of a batch: a stop waits on it, so it never lands between two writes of a batch.
         self._batch_lock = threading.Lock()
         self._stop_requested = threading.Event()
@@ -396,6 +396,9 @@ class SignalBatchProcessor:
                 for symbol, item in accepted.items()
                 if watermarks.get(symbol, (None, None))[0] is not None and item.first <= watermarks[symbol][0]  # type: ignore[operator]
             }
+            # The state does not depend on the signal rows: written beside them (a retry reads the saved values).
+            updated = self._next_states(context, accepted, watermarks, batch_id, states)
+            state_written = self._submit(self._write_state, updated, batch_id)
             changes = self._corrections(revisited, late, watermarks, batch_id) if late else None
             if changes is not None:
                 outcome.signals_corrected = changes.where(~F.col("is_new")).count()
@@ -414,8 +417,10 @@ class SignalBatchProcessor:
                 merge_signal_corrections(self.spark, self.paths[SIGNALS.name], rows, sorted(late), min(days), max(days))
                 self._fault("signals_merged")
                 changes.unpersist()
-            self._advance_state(context, accepted, watermarks, batch_id, states)
+            state_written.result()
             self._fault("state_written")
+            states.clear()
+            states.update(updated)
         finally:
             context.unpersist()
 
@@ -437,33 +442,59 @@ class SignalBatchProcessor:
         )
         return signal_changes(revisited, stored, batch_id).persist()
 
-    def _advance_state(
+    def _next_states(
         self,
         context: DataFrame,
         accepted: dict[str, Accepted],
         watermarks: dict[str, tuple[int | None, int | None]],
         batch_id: int,
         states: dict[str, SymbolState],
-    ) -> None:
-        config = self.config.signals
-        previous = self._watermark_frame(watermarks, with_context_start=True)
-        rows = (
-            next_state(context, previous, batch_id, config.allowed_lateness_seconds, config.sma_long)
-            .select(
-                "symbol",
-                F.unix_micros("last_event_time").alias("last"),
-                F.unix_micros("context_start_time").alias("context_start"),
-            )
-            .collect()
-        )
+    ) -> dict[str, SymbolState]:
+        """Every symbol's state after this batch.
+
+        The newest event time comes from the batch's counts. The context start only has to be at or before the
+        `sma_long`-th tick before the lateness horizon: an older start is still right, it only reads more. So it
+        is recomputed from the context (a Spark job) only once it lags the horizon by more than the lateness,
+        about once per lateness period per symbol; a new symbol's context starts at its first tick.
+        """
+        lateness = self.config.signals.allowed_lateness_seconds * 1_000_000
         updated = dict(states)
-        for row in rows:
-            last_before, start_before = watermarks.get(row.symbol, (None, None))
-            updated[row.symbol] = SymbolState(row.last, last_before, row.context_start, start_before, batch_id)
+        stale = []
+        for symbol, item in accepted.items():
+            last_before, start_before = watermarks.get(symbol, (None, None))
+            last = item.last if last_before is None else max(last_before, item.last)
+            if last_before is None:
+                start: int | None = item.first
+            elif start_before is None or start_before < last - 2 * lateness:
+                stale.append(symbol)
+                start = start_before
+            else:
+                start = min(start_before, item.first)
+            updated[symbol] = SymbolState(last, last_before, start, start_before, batch_id)
+        if stale:
+            config = self.config.signals
+            previous = self._watermark_frame({symbol: watermarks[symbol] for symbol in stale}, with_context_start=True)
+            rows = (
+                next_state(
+                    context.where(F.col("symbol").isin(stale)),
+                    previous,
+                    batch_id,
+                    config.allowed_lateness_seconds,
+                    config.sma_long,
+                )
+                .select("symbol", F.unix_micros("context_start_time").alias("context_start"))
+                .collect()
+            )
+            for row in rows:
+                state = updated[row.symbol]
+                updated[row.symbol] = SymbolState(
+                    state.last, state.previous_last, row.context_start, state.previous_context_start, batch_id
+                )
+        return updated
+
+    def _write_state(self, updated: dict[str, SymbolState], batch_id: int) -> None:
         state = state_frame(self.spark, updated, self.settings)
         overwrite_once(state, self.paths[SIGNAL_STATE.name], SIGNAL_STATE, self.app_id, batch_id)
-        states.clear()
-        states.update(updated)
 
     def compact_settled(self, states: dict[str, SymbolState]) -> None:
         """OPTIMIZE the partitions no later batch rewrites or reads often: event dates before the newest lateness
