@@ -58,6 +58,7 @@ from jobs.pipeline.transforms.batch import (
     candidate_ranges,
     classify_records,
     next_state,
+    per_symbol_time,
     recomputed_signals,
     signal_changes,
     split_new_rows,
@@ -342,7 +343,7 @@ class SignalBatchProcessor:
         return classify_records(
             parsed,
             self._stored_ticks(lookups),
-            self._watermark_frame(watermarks),
+            per_symbol_time({symbol: last for symbol, (last, _) in watermarks.items()}),
             self.config.signals.allowed_lateness_seconds,
         )
 
@@ -384,12 +385,10 @@ class SignalBatchProcessor:
         # On a retried batch the stored ticks already hold this batch's own: one row per key.
         context = context.dropDuplicates(["symbol", "event_time"]).persist()
         try:
-            starts = self.spark.createDataFrame(
-                [(symbol, item.first) for symbol, item in accepted.items()], "symbol string, micros long"
-            ).select("symbol", F.timestamp_micros("micros").alias("recompute_from"))
-            recomputed = recomputed_signals(context, starts, signals_config.sma_short, signals_config.sma_long)
-            watermark_frame = self._watermark_frame(watermarks)
-            new_rows, revisited = split_new_rows(recomputed, watermark_frame)
+            recompute_from = per_symbol_time({symbol: item.first for symbol, item in accepted.items()})
+            recomputed = recomputed_signals(context, recompute_from, signals_config.sma_short, signals_config.sma_long)
+            last_before = per_symbol_time({symbol: last for symbol, (last, _) in watermarks.items()})
+            new_rows, revisited = split_new_rows(recomputed, last_before)
             new_rows = new_rows.withColumn("revision", F.lit(0))
             late = {
                 symbol: item.first
@@ -534,13 +533,12 @@ class SignalBatchProcessor:
     def _stored_ticks(self, lookups: dict[str, tuple[int, int]]) -> DataFrame:
         """Stored ticks of the given symbols within [first, last] event time each (candidates' possible twins)."""
         if not lookups:
-            return self.spark.createDataFrame([], TICKS.schema)
+            # Planned as an empty relation: the duplicate join then needs no job.
+            return self._table(TICKS.name).where(F.lit(False))
         first = min(bounds[0] for bounds in lookups.values())
         last = max(bounds[1] for bounds in lookups.values())
-        bounds = self.spark.createDataFrame(
-            [(symbol, lo, hi) for symbol, (lo, hi) in lookups.items()], "symbol string, lo long, hi long"
-        )
-        micros = F.unix_micros("event_time")
+        lowest = per_symbol_time({symbol: lo for symbol, (lo, _) in lookups.items()})
+        highest = per_symbol_time({symbol: hi for symbol, (_, hi) in lookups.items()})
         return (
             self._table(TICKS.name)
             .where(
@@ -548,9 +546,7 @@ class SignalBatchProcessor:
                 & F.col("event_time").between(timestamp_literal(first), timestamp_literal(last))
                 & F.col("symbol").isin(sorted(lookups))
             )
-            .join(F.broadcast(bounds), on="symbol", how="inner")
-            .where(micros.between(F.col("lo"), F.col("hi")))
-            .drop("lo", "hi")
+            .where(F.col("event_time").between(lowest, highest))
         )
 
     def _context(
@@ -576,13 +572,8 @@ class SignalBatchProcessor:
                     & F.col("symbol").isin(group)
                 )
             )
-        bounds = self.spark.createDataFrame(list(lower.items()), "symbol string, lo long")
         stored = reduce(DataFrame.unionByName, scans)
-        return (
-            stored.join(F.broadcast(bounds), on="symbol", how="inner")
-            .where(F.unix_micros("event_time") >= F.col("lo"))
-            .select(*_TICK_COLUMNS)
-        )
+        return stored.where(F.col("event_time") >= per_symbol_time(lower)).select(*_TICK_COLUMNS)
 
     # ------------------------------------------------------------------ writes
 

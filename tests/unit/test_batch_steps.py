@@ -12,6 +12,7 @@ from jobs.pipeline.transforms.batch import (
     classify_duplicates,
     flag_too_late,
     next_state,
+    per_symbol_time,
     recomputed_signals,
     signal_changes,
 )
@@ -25,6 +26,10 @@ CANDIDATE_SCHEMA = (
 
 def _t(minutes: int) -> datetime:
     return T0 + timedelta(minutes=minutes)
+
+
+def _micros(minutes: int) -> int:
+    return int(_t(minutes).timestamp() * 1_000_000)
 
 
 def test_classify_duplicates_first_by_offset_wins(spark: SparkSession) -> None:
@@ -79,10 +84,8 @@ def test_too_late_is_relative_to_the_newest_tick_that_arrived_before(spark: Spar
         ],
         schema="symbol string, event_time timestamp, partition int, offset long",
     )
-    watermarks = spark.createDataFrame(
-        [("AAA", _t(110)), ("BBB", _t(60))], schema="symbol string, last_event_time timestamp"
-    )
-    actual = flag_too_late(ticks, watermarks, allowed_lateness_seconds=3600).select("symbol", "offset", "too_late")
+    last_event_time = per_symbol_time({"AAA": _micros(110), "BBB": _micros(60)})
+    actual = flag_too_late(ticks, last_event_time, allowed_lateness_seconds=3600).select("symbol", "offset", "too_late")
     expected = spark.createDataFrame(
         [
             ("AAA", 1, True),
@@ -129,8 +132,7 @@ def test_recomputed_signals_on_a_trimmed_context_equal_the_full_recomputation(sp
     )
     # A context starting 3 ticks (sma_long) before the recomputation start gives complete windows.
     context = full.where(F.col("event_time") >= F.lit(_t(3)))
-    starts = spark.createDataFrame([("AAA", _t(6))], schema="symbol string, recompute_from timestamp")
-    actual = recomputed_signals(context, starts, sma_short=2, sma_long=3)
+    actual = recomputed_signals(context, per_symbol_time({"AAA": _micros(6)}), sma_short=2, sma_long=3)
     expected = compute_signals(full, sma_short=2, sma_long=3).where(F.col("event_time") >= F.lit(_t(6)))
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
 

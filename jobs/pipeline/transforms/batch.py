@@ -7,7 +7,10 @@ The micro-batch runs them in this order: classify_records (parse rejects, duplic
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from collections.abc import Mapping
+from itertools import chain
+
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from jobs.pipeline.transforms.signals import SIGNAL_COLUMNS, with_signals
@@ -18,6 +21,20 @@ CONFLICT = "conflicting_duplicate"
 TOO_LATE = "too_late"
 
 _KEY = ["symbol", "event_time"]
+
+
+def per_symbol_time(micros_by_symbol: Mapping[str, int | None]) -> Column:
+    """Each row's time for its `symbol` from a small driver-side mapping (epoch micros); NULL when absent.
+
+    A literal map looked up per row, not a join with a frame built in the driver: such a join costs a broadcast
+    (a Spark job) every batch, which is most of what a small batch spends.
+    """
+    if not micros_by_symbol:
+        return F.lit(None).cast("timestamp")
+    pairs = chain.from_iterable(
+        (F.lit(symbol), F.lit(micros).cast("long")) for symbol, micros in micros_by_symbol.items()
+    )
+    return F.timestamp_micros(F.create_map(*pairs)[F.col("symbol")])
 
 
 def classify_duplicates(candidates: DataFrame, existing: DataFrame) -> DataFrame:
@@ -70,8 +87,10 @@ def classify_duplicates(candidates: DataFrame, existing: DataFrame) -> DataFrame
     )
 
 
-def flag_too_late(ticks: DataFrame, watermarks: DataFrame, allowed_lateness_seconds: int) -> DataFrame:
+def flag_too_late(ticks: DataFrame, last_event_time: Column, allowed_lateness_seconds: int) -> DataFrame:
     """Add `too_late`: the tick is older than its symbol's newest earlier tick by more than the lateness.
+
+    `last_event_time`: per row, its symbol's newest event time before this batch (see `per_symbol_time`).
 
     "Earlier" is arrival order: every tick of the symbol processed in previous batches (the watermark) and the
     records before this one in the batch, by (partition, offset). So the outcome does not depend on where the
@@ -84,23 +103,20 @@ def flag_too_late(ticks: DataFrame, watermarks: DataFrame, allowed_lateness_seco
     newest_before = F.greatest(F.col("last_event_time"), F.max("event_time").over(arrived_before))
     horizon = newest_before - F.make_dt_interval(secs=F.lit(allowed_lateness_seconds))
     return (
-        ticks.join(F.broadcast(watermarks.select("symbol", "last_event_time")), on="symbol", how="left")
+        ticks.withColumn("last_event_time", last_event_time)
         .withColumn("too_late", F.coalesce(F.col("event_time") < horizon, F.lit(False)))
         .drop("last_event_time")
     )
 
 
-def recomputed_signals(context: DataFrame, starts: DataFrame, sma_short: int, sma_long: int) -> DataFrame:
-    """Signals of the context ticks at or after each symbol's `recompute_from`.
+def recomputed_signals(context: DataFrame, recompute_from: Column, sma_short: int, sma_long: int) -> DataFrame:
+    """Signals of the context ticks at or after their symbol's `recompute_from` (NULL: none of that symbol).
 
     `context` holds every stored tick of the affected symbols from their context start on, which includes at
     least `sma_long` ticks before any tick that may change (see `next_state`), so the windows are complete.
     """
     return (
-        with_signals(context, sma_short, sma_long)
-        .join(F.broadcast(starts), on="symbol", how="inner")
-        .where(F.col("event_time") >= F.col("recompute_from"))
-        .select(*SIGNAL_COLUMNS)
+        with_signals(context, sma_short, sma_long).where(F.col("event_time") >= recompute_from).select(*SIGNAL_COLUMNS)
     )
 
 
@@ -183,16 +199,16 @@ def next_state(
 
 
 def classify_records(
-    parsed: DataFrame, stored: DataFrame, watermarks: DataFrame, allowed_lateness_seconds: int
+    parsed: DataFrame, stored: DataFrame, last_event_time: Column, allowed_lateness_seconds: int
 ) -> DataFrame:
     """Every record of the batch with its `outcome` and, for rejects, `reject_reason` and `reject_detail`.
 
     outcome: accept, duplicate (an identical re-send: dropped and counted), or the reason it is quarantined
     (a parse check's, conflicting_duplicate, too_late). `stored` holds the stored ticks that share a key with a
-    candidate (see classify_duplicates); `watermarks` each symbol's newest event time before this batch.
+    candidate (see classify_duplicates); `last_event_time` each row's symbol's newest event time before this batch.
     """
     candidates = parsed.where(F.col("reject_reason").isNull())
-    flagged = flag_too_late(classify_duplicates(candidates, stored), watermarks, allowed_lateness_seconds)
+    flagged = flag_too_late(classify_duplicates(candidates, stored), last_event_time, allowed_lateness_seconds)
     outcome = (
         F.when(F.col("disposition") != ACCEPT, F.col("disposition"))
         .when(F.col("too_late"), F.lit(TOO_LATE))
@@ -241,15 +257,14 @@ def batch_summary(classified: DataFrame) -> DataFrame:
     )
 
 
-def split_new_rows(recomputed: DataFrame, watermarks: DataFrame) -> tuple[DataFrame, DataFrame]:
+def split_new_rows(recomputed: DataFrame, last_event_time: Column) -> tuple[DataFrame, DataFrame]:
     """(rows after each symbol's newest earlier tick, rows at or before it).
 
     The first are new signal rows for sure (no stored tick is newer than the watermark), so they are appended;
     only the second may correct stored rows and need the comparison and the MERGE.
     """
-    marked = recomputed.join(F.broadcast(watermarks.select("symbol", "last_event_time")), on="symbol", how="left")
-    beyond = F.col("last_event_time").isNull() | (F.col("event_time") > F.col("last_event_time"))
+    beyond = last_event_time.isNull() | (F.col("event_time") > last_event_time)
     return (
-        marked.where(beyond).select(*SIGNAL_COLUMNS),
-        marked.where(~beyond).select(*SIGNAL_COLUMNS),
+        recomputed.where(beyond).select(*SIGNAL_COLUMNS),
+        recomputed.where(~beyond).select(*SIGNAL_COLUMNS),
     )
