@@ -24,7 +24,8 @@ source_ticks AS (
     FROM ticks AS t
     CROSS JOIN params AS p
 ),
--- Trailing frames of the N most recent ticks; the count says whether N ticks exist yet (warm-up).
+-- One pass over each symbol's ticks in time order: trailing frames of the N most recent ticks, the same sums one
+-- tick earlier (for the previous tick's trend: no second window pass), and the tick's position (warm-up).
 framed AS (
     SELECT
         symbol,
@@ -34,48 +35,30 @@ framed AS (
         volume,
         short_window,
         long_window,
+        ROW_NUMBER() OVER (PARTITION BY symbol ORDER BY event_time) AS tick_number,
         AVG(close) OVER (
             PARTITION BY symbol ORDER BY event_time ROWS BETWEEN short_window - 1 PRECEDING AND CURRENT ROW
         ) AS short_mean,
-        COUNT(close) OVER (
-            PARTITION BY symbol ORDER BY event_time ROWS BETWEEN short_window - 1 PRECEDING AND CURRENT ROW
-        ) AS short_count,
         AVG(close) OVER (
             PARTITION BY symbol ORDER BY event_time ROWS BETWEEN long_window - 1 PRECEDING AND CURRENT ROW
         ) AS long_mean,
-        COUNT(close) OVER (
-            PARTITION BY symbol ORDER BY event_time ROWS BETWEEN long_window - 1 PRECEDING AND CURRENT ROW
-        ) AS long_count,
         SUM(close_micros) OVER (
             PARTITION BY symbol ORDER BY event_time ROWS BETWEEN short_window - 1 PRECEDING AND CURRENT ROW
         ) AS short_sum,
         SUM(close_micros) OVER (
             PARTITION BY symbol ORDER BY event_time ROWS BETWEEN long_window - 1 PRECEDING AND CURRENT ROW
         ) AS long_sum,
+        SUM(close_micros) OVER (
+            PARTITION BY symbol ORDER BY event_time ROWS BETWEEN short_window PRECEDING AND 1 PRECEDING
+        ) AS previous_short_sum,
+        SUM(close_micros) OVER (
+            PARTITION BY symbol ORDER BY event_time ROWS BETWEEN long_window PRECEDING AND 1 PRECEDING
+        ) AS previous_long_sum,
         LAG(volume) OVER (PARTITION BY symbol ORDER BY event_time) AS prev_volume
     FROM source_ticks
 ),
-averages AS (
-    SELECT
-        symbol,
-        event_time,
-        event_date,
-        close,
-        volume,
-        prev_volume,
-        CAST(CASE WHEN short_count >= short_window THEN short_mean END AS double) AS sma_short,
-        CAST(CASE WHEN long_count >= long_window THEN long_mean END AS double) AS sma_long,
-        -- sum_short / short_window vs sum_long / long_window, cross-multiplied: 1 above, -1 below, 0 equal.
-        CASE
-            WHEN long_count >= long_window THEN
-                CASE
-                    WHEN short_sum * long_window > long_sum * short_window THEN 1
-                    WHEN short_sum * long_window < long_sum * short_window THEN -1
-                    ELSE 0
-                END
-        END AS trend
-    FROM framed
-),
+-- sum_short / short_window vs sum_long / long_window, cross-multiplied: 1 above, -1 below, 0 equal; NULL until
+-- the long window is full (on this tick for trend, on the previous one for prev_trend).
 with_previous AS (
     SELECT
         symbol,
@@ -84,11 +67,25 @@ with_previous AS (
         close,
         volume,
         prev_volume,
-        sma_short,
-        sma_long,
-        trend,
-        LAG(trend) OVER (PARTITION BY symbol ORDER BY event_time) AS prev_trend
-    FROM averages
+        CAST(CASE WHEN tick_number >= short_window THEN short_mean END AS double) AS sma_short,
+        CAST(CASE WHEN tick_number >= long_window THEN long_mean END AS double) AS sma_long,
+        CASE
+            WHEN tick_number >= long_window THEN
+                CASE
+                    WHEN short_sum * long_window > long_sum * short_window THEN 1
+                    WHEN short_sum * long_window < long_sum * short_window THEN -1
+                    ELSE 0
+                END
+        END AS trend,
+        CASE
+            WHEN tick_number > long_window THEN
+                CASE
+                    WHEN previous_short_sum * long_window > previous_long_sum * short_window THEN 1
+                    WHEN previous_short_sum * long_window < previous_long_sum * short_window THEN -1
+                    ELSE 0
+                END
+        END AS prev_trend
+    FROM framed
 )
 -- Comparisons with NULL are NULL, so a missing average (NULL trend) or previous volume falls through to Hold
 -- and no crossover is reported until both averages exist on both ticks.
