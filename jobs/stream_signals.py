@@ -36,6 +36,7 @@ from jobs.pipeline.config import (  # noqa: E402
     ConfigError,
     add_config_arguments,
     config_from_args,
+    is_remote,
     resolve_local_path,
 )
 from jobs.pipeline.delta_io import ensure_tables  # noqa: E402
@@ -153,6 +154,20 @@ class QueryFailed(RuntimeError):
         return lines[0][:400] if lines else "unknown error"
 
 
+_STORAGE_MARKERS = ("s3a://", "S3AFileSystem", "software.amazon.awssdk", "com.amazonaws")
+_KAFKA_MARKERS = ("org.apache.kafka", "kafka010")
+
+
+def _endpoint_hint(detail: str, config: AppConfig) -> str:
+    """Which endpoint Spark's report is about, with the setting to check (the report's first line may not say)."""
+    if is_remote(config.storage.root) and any(marker in detail for marker in _STORAGE_MARKERS):
+        endpoint = config.s3.endpoint or f"AWS S3 in {config.s3.region}"
+        return f" [S3 storage: storage.root={config.storage.root}, s3.endpoint={endpoint}]"
+    if any(marker in detail for marker in _KAFKA_MARKERS):
+        return f" [Kafka: kafka.bootstrap_servers={config.kafka.bootstrap_servers}]"
+    return ""
+
+
 def _write_failure(detail: str) -> str:
     """Spark's whole report to a file under .local/logs (the one stderr line points there)."""
     folder = resolve_local_path(".local/logs")
@@ -233,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         failure = (2, f"error: {exc}")
     except QueryFailed as exc:
         where = _write_failure(exc.detail)
-        failure = (1, f"error: the streaming query stopped: {exc.summary()} (full report: {where})")
+        hint = _endpoint_hint(exc.detail, config)
+        failure = (1, f"error: the streaming query stopped: {exc.summary()}{hint} (full report: {where})")
     finally:
         spark.stop()
     if failure is not None:

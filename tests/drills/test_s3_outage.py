@@ -115,13 +115,6 @@ def test_s3_unreachable_during_a_batch_then_back(spark, make_config, moto_server
     )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "the job now turns a failed query into one 'error:' line written after Spark stops; whether that line "
-        "names S3 depends on the first line of Spark's report, not yet confirmed on an idle machine"
-    ),
-)
 def test_an_s3_outage_stops_the_job_with_one_clear_error_line(
     make_config, moto_server, broker: Broker, tmp_path
 ) -> None:
@@ -157,5 +150,6 @@ def test_an_s3_outage_stops_the_job_with_one_clear_error_line(
         relay.cut()
     lines = [line for line in job.text().splitlines() if line.strip()]
     assert code == 1
-    assert lines[-1].startswith("error: ") and "s3" in lines[-1].lower(), lines[-1]
+    assert lines[-1].startswith("error: ") and "S3 storage: storage.root=s3a://" in lines[-1], lines[-1]
+    assert f"s3.endpoint=http://127.0.0.1:{relay.port}" in lines[-1], lines[-1]
     assert "Traceback (most recent call last)" not in job.text()
