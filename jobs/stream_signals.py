@@ -238,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("kafka", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.NOTSET)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # py4j reports its connections at INFO, the last one after the job's own final line.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     from jobs.pipeline.spark_session import build_spark
 
     spark = build_spark(config)
