@@ -20,7 +20,8 @@ from tests.drills.harness import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
+# A minute-long outage makes this a long drill: `make drill`, not `make test`.
+pytestmark = [pytest.mark.integration, pytest.mark.drill, pytest.mark.timeout(1800)]
 OUTAGE_SECONDS = float(os.environ.get("DRILL_OUTAGE_SECONDS", "60"))
 
 

@@ -40,6 +40,7 @@ def _checkpoint_objects(config: AppConfig, bucket: str, folder: str) -> list[str
     return [item["Key"] for item in listing.get("Contents", []) if item["Key"].rsplit("/", 1)[-1].isdigit()]
 
 
+@pytest.mark.drill  # minutes of outage and catch-up: `make drill`, not `make test`
 def test_s3_unreachable_during_a_batch_then_back(spark, make_config, moto_server, broker: Broker, tmp_path) -> None:
     topic = broker.create_topic("drill-ticks")
     bucket = f"drill-{uuid.uuid4().hex[:10]}"
