@@ -50,3 +50,15 @@ def open_delta_table(config: AppConfig, table: str) -> Any | None:
     if not DeltaTable.is_deltatable(uri, storage_options=options):
         return None
     return DeltaTable(uri, storage_options=options)
+
+
+def read_delta_arrow(table: Any, columns: list[str] | None = None, filter: Any = None, dataset: Any = None) -> Any:
+    """The rows of an open Delta table (or of `dataset`, a subset of its files) as a pyarrow Table.
+
+    `filter` is a pyarrow.compute expression. The scan runs on the calling thread: delta-rs's dataset scanned on
+    Arrow's thread pool leaves workers that abort about one interpreter exit in five ("terminate called without an
+    active exception", exit 134) after the work is done (delta-io/delta-rs#2184). These reads are small (one
+    symbol's rows, the files a board refresh added), so threads buy little.
+    """
+    source = dataset if dataset is not None else table.to_pyarrow_dataset()
+    return source.to_table(columns=columns, filter=filter, use_threads=False)

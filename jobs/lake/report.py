@@ -44,7 +44,7 @@ def load_signals(config: AppConfig, symbols: Sequence[str], last: int | None = N
     """The signals of `symbols` ordered by symbol and event_time (the last `last` ticks of each if given)."""
     import pyarrow.compute as pc
 
-    from jobs.lake.delta_log import open_delta_table
+    from jobs.lake.delta_log import open_delta_table, read_delta_arrow
 
     table = open_delta_table(config, "signals")
     if table is None:
@@ -52,12 +52,10 @@ def load_signals(config: AppConfig, symbols: Sequence[str], last: int | None = N
             f"no signals table at {config.table_path('signals')}: run the streaming job (or `make demo`) first"
         )
     wanted = list(dict.fromkeys(symbols))
-    dataset = table.to_pyarrow_dataset()
-    arrow = dataset.to_table(columns=COLUMNS, filter=pc.field("symbol").isin(wanted))
-    frame = arrow.to_pandas()
+    frame = read_delta_arrow(table, columns=COLUMNS, filter=pc.field("symbol").isin(wanted)).to_pandas()
     missing = [symbol for symbol in wanted if symbol not in set(frame["symbol"])]
     if missing:
-        known = sorted(set(dataset.to_table(columns=["symbol"]).column("symbol").to_pylist()))
+        known = sorted(set(read_delta_arrow(table, columns=["symbol"]).column("symbol").to_pylist()))
         hint = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "") if known else "none: the table is empty"
         raise ReportError(f"no signals for {', '.join(missing)} in {config.table_path('signals')} (known: {hint})")
     frame = frame.sort_values(["symbol", "event_time"], kind="stable").reset_index(drop=True)

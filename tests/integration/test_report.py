@@ -140,3 +140,27 @@ def test_figures_mark_every_signal_and_crossover(signals_config) -> None:
     assert names[:3] == ["close", "SMA(9)", "SMA(21)"]
     assert f"Buy ({buys})" in names and f"Sell ({sells})" in names
     assert len(interactive.layout.shapes) == crossovers * 1  # one dashed line spanning both rows per crossover
+
+
+def test_reading_a_table_without_spark_exits_cleanly_every_time(signals_config) -> None:
+    """delta-rs's pyarrow dataset scanned on Arrow's thread pool aborts some interpreter exits ('terminate called
+    without an active exception', SIGABRT, exit -6) after the work is done: a CLI that prints its result and then
+    dies with 134 breaks every script that checks it. Each reader in jobs.lake goes through read_delta_arrow."""
+    script = (
+        "import sys\n"
+        "from jobs.lake.delta_log import open_delta_table, read_delta_arrow\n"
+        "from jobs.pipeline.config import load_config, with_overrides\n"
+        f"config = with_overrides(load_config({str(REPO_ROOT / 'conf' / 'local.yaml')!r}),"
+        f" ['storage.root={signals_config.storage.root}'])\n"
+        "table = read_delta_arrow(open_delta_table(config, 'signals'), columns=['symbol', 'close'])\n"
+        "print(table.num_rows)\n"
+        "sys.exit(3)\n"
+    )
+    codes = []
+    for _ in range(8):
+        result = subprocess.run(
+            [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert result.stdout.strip() == "120", result.stderr
+        codes.append(result.returncode)
+    assert codes == [3] * 8

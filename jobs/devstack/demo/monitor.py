@@ -57,12 +57,12 @@ class Monitor:
             return 0
 
     def poll(self) -> Progress:
-        from jobs.lake.delta_log import open_delta_table
+        from jobs.lake.delta_log import open_delta_table, read_delta_arrow
 
         progress = Progress(produced=self.produced())
         table = open_delta_table(self.config, "pipeline_metrics")
         if table is not None:
-            frame = table.to_pyarrow_table().to_pandas()
+            frame = read_delta_arrow(table).to_pandas()
             if not frame.empty:
                 progress.batches = len(frame)
                 for name in ("records_read", "quarantined", "duplicates", "signals_emitted", "signals_corrected"):

@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from jobs.lake.delta_log import open_delta_table
+from jobs.lake.delta_log import open_delta_table, read_delta_arrow
 from jobs.pipeline.config import AppConfig
 
 # Operations that rewrite files without changing the rows they hold.
@@ -171,7 +171,7 @@ class TableFollower:
         wanted = set(paths)
         fragments = [fragment for fragment in dataset.get_fragments() if fragment.path in wanted]
         subset = ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
-        return subset.to_table(columns=[c for c in self.columns if c in dataset.schema.names])
+        return read_delta_arrow(table, columns=[c for c in self.columns if c in dataset.schema.names], dataset=subset)
 
     def _forget(self) -> None:
         self._table, self._table_id, self._version, self._files = None, None, None, set()
