@@ -20,6 +20,7 @@ import pytest
 from deltalake import DeltaTable
 
 from jobs.devstack.services import free_port
+from jobs.lake.delta_log import read_delta_arrow
 from jobs.lake.query import run_query
 from jobs.pipeline.config import load_config
 
@@ -274,7 +275,7 @@ def _config(data_dir: Path):
 
 
 def _delta(data_dir: Path, table: str) -> pd.DataFrame:
-    return DeltaTable(str(data_dir / "delta" / table)).to_pandas()
+    return read_delta_arrow(DeltaTable(str(data_dir / "delta" / table))).to_pandas()
 
 
 def test_demo_prints_the_latest_signal_of_each_symbol_in_the_signals_table(demo) -> None:

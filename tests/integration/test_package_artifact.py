@@ -192,10 +192,12 @@ def test_packaged_job_runs_with_spark_submit(
 
     from deltalake import DeltaTable
 
-    stored = DeltaTable(str(lake / "delta" / "ticks")).to_pyarrow_table().to_pylist()
+    from jobs.lake.delta_log import read_delta_arrow
+
+    stored = read_delta_arrow(DeltaTable(str(lake / "delta" / "ticks"))).to_pylist()
     assert sorted((row["symbol"], row["close"], row["volume"]) for row in stored) == sorted(
         (tick["symbol"], tick["close"], tick["volume"]) for tick in ticks
     )
-    signals = DeltaTable(str(lake / "delta" / "signals")).to_pyarrow_table().to_pylist()
+    signals = read_delta_arrow(DeltaTable(str(lake / "delta" / "signals"))).to_pylist()
     assert len(signals) == len(ticks)
     assert {row["signal"] for row in signals} == {"Hold"}, "three ticks per symbol: no SMA(9) yet"

@@ -8,7 +8,7 @@ import pytest
 
 from jobs.aws.athena import deploy_views_trino
 from jobs.aws.glue import sync_catalog
-from jobs.lake.delta_log import open_delta_table
+from jobs.lake.delta_log import open_delta_table, read_delta_arrow
 from jobs.lake.query import arrow_to_pandas, run_query
 from jobs.pipeline.config import AppConfig
 from jobs.pipeline.transforms.signals import SIGNAL_COLUMNS
@@ -19,7 +19,7 @@ COLUMNS = [*SIGNAL_COLUMNS, "event_date"]
 
 
 def table(config: AppConfig, name: str) -> pd.DataFrame:
-    return arrow_to_pandas(open_delta_table(config, name).to_pyarrow_table())
+    return arrow_to_pandas(read_delta_arrow(open_delta_table(config, name)))
 
 
 def assert_views_equal_the_signals_table(config: AppConfig, rows_equal) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from deltalake import write_deltalake
 from jobs.aws import athena as athena_command
 from jobs.aws import glue as catalog_command
 from jobs.lake import query as query_command
-from jobs.lake.delta_log import delta_storage_options, delta_uri, open_delta_table
+from jobs.lake.delta_log import delta_storage_options, delta_uri, open_delta_table, read_delta_arrow
 from jobs.lake.query import run_query
 from jobs.pipeline.config import AppConfig
 from jobs.pipeline.transforms.signals import SIGNAL_COLUMNS
@@ -46,7 +46,7 @@ def trino(config: AppConfig, sql: str) -> pd.DataFrame:
 def table(config: AppConfig, name: str) -> pd.DataFrame:
     from jobs.lake.query import arrow_to_pandas
 
-    return arrow_to_pandas(open_delta_table(config, name).to_pyarrow_table())
+    return arrow_to_pandas(read_delta_arrow(open_delta_table(config, name)))
 
 
 @pytest.mark.timeout(1200)  # a stream run on Spark, plus the session's Trino start when it runs first
