@@ -3,8 +3,8 @@
 The steps, in the order the README describes them:
 
 1. parse        records -> ticks or parse rejects (jobs.pipeline.transforms.parse)
-2. classify     duplicates, conflicting duplicates, too_late, against the batch, the stored ticks of the
-                same keys and the per-symbol state (transforms.batch.classify_records)
+2. classify     too_late, then duplicates and conflicting duplicates, against the batch, the stored ticks of
+                the same keys and the per-symbol state (transforms.batch.classify_records)
 3. write        raw_ticks, ticks and ticks_quarantine appends
 4. recompute    signals of every affected symbol from its earliest new tick on, over a context of stored ticks
                 bounded per symbol (transforms.batch.recomputed_signals)
@@ -333,10 +333,12 @@ class SignalBatchProcessor:
         watermarks: dict[str, tuple[int | None, int | None]],
     ) -> DataFrame:
         """Every record with its outcome (transforms.batch.classify_records)."""
-        # Only a candidate at or before its symbol's newest stored tick can repeat a stored one: look those up.
+        # Only a candidate at or before its symbol's newest stored tick can repeat a stored one, and one older
+        # than the lateness horizon is too_late whatever it repeats: look up stored ticks in between only.
         newest = {symbol: last for symbol, (last, _) in watermarks.items() if last is not None}
+        lateness = self.config.signals.allowed_lateness_seconds * 1_000_000
         lookups = {
-            symbol: (first, newest[symbol])
+            symbol: (max(first, newest[symbol] - lateness), newest[symbol])
             for symbol, first in first_candidate.items()
             if symbol in newest and first <= newest[symbol]
         }

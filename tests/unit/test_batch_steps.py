@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 
 from jobs.pipeline.transforms.batch import (
     classify_duplicates,
+    classify_records,
     flag_too_late,
     next_state,
     per_symbol_time,
@@ -100,6 +101,38 @@ def test_too_late_is_relative_to_the_newest_tick_that_arrived_before(spark: Spar
         schema="symbol string, offset long, too_late boolean",
     )
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_a_record_beyond_the_lateness_is_too_late_even_on_a_stored_key(spark: SparkSession) -> None:
+    """Lateness is judged first: whether a stored tick shares its key must not matter once a record is older than
+    the horizon (the job then never has to look up stored ticks that old)."""
+    parsed = spark.createDataFrame(
+        [
+            ("AAA", _t(0), 10.0, 100, "ticks", 0, 20, None, None),  # stored, identical, 120 min behind: too late
+            ("AAA", _t(1), 99.0, 100, "ticks", 0, 21, None, None),  # stored, different close, too late
+            ("AAA", _t(100), 15.0, 100, "ticks", 0, 22, None, None),  # stored, identical, within the lateness
+            ("AAA", _t(101), 99.0, 100, "ticks", 0, 23, None, None),  # stored, different close, within
+            ("AAA", _t(2), 12.0, 100, "ticks", 0, 24, "bad_type", "x"),  # a parse reject stays what it is
+        ],
+        schema=CANDIDATE_SCHEMA + ", reject_reason string, reject_detail string",
+    )
+    stored = spark.createDataFrame(
+        [
+            ("AAA", _t(0), 10.0, 100, "ticks", 0, 1),
+            ("AAA", _t(1), 11.0, 100, "ticks", 0, 2),
+            ("AAA", _t(100), 15.0, 100, "ticks", 0, 3),
+            ("AAA", _t(101), 16.0, 100, "ticks", 0, 4),
+        ],
+        schema=CANDIDATE_SCHEMA,
+    )
+    actual = classify_records(parsed, stored, per_symbol_time({"AAA": _micros(120)}), allowed_lateness_seconds=3600)
+    expected = spark.createDataFrame(
+        [(20, "too_late"), (21, "too_late"), (22, "duplicate"), (23, "conflicting_duplicate"), (24, "bad_type")],
+        schema="offset long, outcome string",
+    )
+    assert_df_equality(actual.select("offset", "outcome"), expected, ignore_row_order=True, ignore_nullable=True)
+    reasons = {row.offset: row.reject_reason for row in actual.collect()}
+    assert reasons == {20: "too_late", 21: "too_late", 22: None, 23: "conflicting_duplicate", 24: "bad_type"}
 
 
 def test_next_state_keeps_the_long_window_before_the_lateness_horizon(spark: SparkSession) -> None:

@@ -1,7 +1,7 @@
 """Pure steps of one micro-batch: de-duplication, lateness, the recomputation window and its bookkeeping.
 
 Each function takes and returns DataFrames; reading and writing Delta happens in jobs.pipeline.micro_batch.
-The micro-batch runs them in this order: classify_records (parse rejects, duplicates, too_late) -> batch_summary
+The micro-batch runs them in this order: classify_records (parse rejects, too_late, duplicates) -> batch_summary
 (the counts the driver needs) -> recomputed_signals over the context -> split_new_rows / signal_changes -> next_state.
 """
 
@@ -204,14 +204,17 @@ def classify_records(
     """Every record of the batch with its `outcome` and, for rejects, `reject_reason` and `reject_detail`.
 
     outcome: accept, duplicate (an identical re-send: dropped and counted), or the reason it is quarantined
-    (a parse check's, conflicting_duplicate, too_late). `stored` holds the stored ticks that share a key with a
+    (a parse check's, too_late, conflicting_duplicate). `stored` holds the stored ticks that share a key with a
     candidate (see classify_duplicates); `last_event_time` each row's symbol's newest event time before this batch.
+
+    Lateness is judged before duplication: a record older than the horizon is too_late whether or not a stored
+    tick shares its key, so the stored ticks to look up never reach back further than the horizon.
     """
     candidates = parsed.where(F.col("reject_reason").isNull())
     flagged = flag_too_late(classify_duplicates(candidates, stored), last_event_time, allowed_lateness_seconds)
     outcome = (
-        F.when(F.col("disposition") != ACCEPT, F.col("disposition"))
-        .when(F.col("too_late"), F.lit(TOO_LATE))
+        F.when(F.col("too_late"), F.lit(TOO_LATE))
+        .when(F.col("disposition") != ACCEPT, F.col("disposition"))
         .otherwise(F.lit(ACCEPT))
     )
     detail = F.when(
