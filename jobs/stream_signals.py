@@ -41,7 +41,7 @@ from jobs.pipeline.config import (  # noqa: E402
 )
 from jobs.pipeline.delta_io import ensure_tables  # noqa: E402
 from jobs.pipeline.kafka_io import KafkaUnreachable, check_kafka, read_records  # noqa: E402
-from jobs.pipeline.micro_batch import FaultHook, RunTotals, SignalBatchProcessor  # noqa: E402
+from jobs.pipeline.micro_batch import FaultHook, RunTotals, SignalBatchProcessor, StopRequested  # noqa: E402
 from jobs.pipeline.state import SettingsChanged  # noqa: E402
 
 log = logging.getLogger("stream_signals")
@@ -101,7 +101,8 @@ def run(
                 raise QueryFailed(str(error)) from None
         _stop_between_batches(query, processor, config.stream.stop_grace_seconds)
         failure = query.exception()
-        if failure and "StopRequested" not in str(failure):
+        # A batch planned after the stop was refused inside foreachBatch: Spark reports that as its failure.
+        if failure and StopRequested.__name__ not in str(failure):
             raise QueryFailed(str(failure))
     finally:
         if query.isActive:
@@ -238,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("kafka", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.NOTSET)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # py4j reports its connections at INFO, the last one after the job's own final line.
+    # py4j reports its connections at INFO, the last one after the job's own final line: a failed query's one-line
+    # error must stay the last thing a user reads.
     logging.getLogger("py4j").setLevel(logging.WARNING)
     from jobs.pipeline.spark_session import build_spark
 

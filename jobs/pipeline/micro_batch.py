@@ -389,18 +389,15 @@ class SignalBatchProcessor:
         try:
             recompute_from = per_symbol_time({symbol: item.first for symbol, item in accepted.items()})
             recomputed = recomputed_signals(context, recompute_from, signals_config.sma_short, signals_config.sma_long)
-            last_before = per_symbol_time({symbol: last for symbol, (last, _) in watermarks.items()})
-            new_rows, revisited = split_new_rows(recomputed, last_before)
+            newest = {symbol: last for symbol, (last, _) in watermarks.items() if last is not None}
+            new_rows, revisited = split_new_rows(recomputed, per_symbol_time(newest))
             new_rows = new_rows.withColumn("revision", F.lit(0))
-            late = {
-                symbol: item.first
-                for symbol, item in accepted.items()
-                if watermarks.get(symbol, (None, None))[0] is not None and item.first <= watermarks[symbol][0]  # type: ignore[operator]
-            }
+            # Symbols with a tick at or before their newest earlier one: their stored rows may change.
+            late = {symbol: item.first for symbol, item in accepted.items() if item.first <= newest.get(symbol, -1)}
             # The state does not depend on the signal rows: written beside them (a retry reads the saved values).
             updated = self._next_states(context, accepted, watermarks, batch_id, states)
             state_written = self._submit(self._write_state, updated, batch_id)
-            changes = self._corrections(revisited, late, watermarks, batch_id) if late else None
+            changes = self._corrections(revisited, late, newest, batch_id) if late else None
             if changes is not None:
                 outcome.signals_corrected = changes.where(~F.col("is_new")).count()
             if self.config.kafka.publish_signals:
@@ -413,8 +410,7 @@ class SignalBatchProcessor:
             self._fault("signals_appended")
             if changes is not None:
                 rows = signal_rows(changes.where(F.col("needs_write")).drop("is_new", "needs_write"), batch_id)
-                newest = [watermarks[symbol][0] for symbol in late]
-                days = [utc_day(micros) for micros in [*late.values(), *newest] if micros is not None]
+                days = [utc_day(micros) for micros in [*late.values(), *(newest[symbol] for symbol in late)]]
                 merge_signal_corrections(self.spark, self.paths[SIGNALS.name], rows, sorted(late), min(days), max(days))
                 self._fault("signals_merged")
                 changes.unpersist()
@@ -429,13 +425,13 @@ class SignalBatchProcessor:
         self,
         revisited: DataFrame,
         late: dict[str, int],
-        watermarks: dict[str, tuple[int | None, int | None]],
+        newest: dict[str, int],
         batch_id: int,
     ) -> DataFrame:
         """Rows at or before the watermark that are new (late ticks) or differ from the stored ones."""
         first = min(late.values())
         # A late tick is older than its symbol's newest tick, so every late symbol has one.
-        last = max(newest for symbol in late if (newest := watermarks[symbol][0]) is not None)
+        last = max(newest[symbol] for symbol in late)
         stored = self._table(SIGNALS.name).where(
             F.col("event_date").between(F.lit(utc_day(first)), F.lit(utc_day(last)))
             & F.col("event_time").between(timestamp_literal(first), timestamp_literal(last))
