@@ -86,6 +86,10 @@ def _demo_command(data_dir: Path, state_dir: Path, kafka_port: int, *extra: str)
         # Room for a slow Spark start on a busy machine (the demo waits this + 60 s for the job's tables).
         "--set",
         "services.start_timeout_seconds=300",
+        # Several micro-batches, so some out-of-order ticks land in a later batch than the ticks after them and
+        # correct stored signals (in one or two big batches they correct nothing).
+        "--set",
+        "kafka.max_offsets_per_trigger=1500",
         *extra,
     ]
 
@@ -357,7 +361,7 @@ def test_demo_counts_the_signals_corrected_by_late_ticks(demo) -> None:
     # Each correction is one revision step of one row: the counter is the sum of revisions in the table.
     # (How many there are depends on where micro-batches split: a late tick read in the same batch as the ticks
     # after it corrects nothing.)
-    assert progress["signals_corrected"] == int(signals["revision"].sum())
+    assert progress["signals_corrected"] == int(signals["revision"].sum()) > 0
     assert (signals["revision"] >= 1).sum() <= progress["signals_corrected"]
     assert progress["signals_emitted"] == len(signals)
     final = [line for line in demo.result.stdout.splitlines() if "] stopped: sent" in line]
