@@ -74,7 +74,7 @@ $(TRINO_DIR)/.resolved: $(TRINO_POM) conf/jvm/settings.xml
 	@touch $@
 
 test: setup
-	$(PY) -m pytest -m "not drill and not cluster" $(ARGS)
+	$(PY) -m pytest -m "not drill and not cluster" --durations=20 $(ARGS)
 
 test-cluster: setup
 	$(PY) -m pytest -m cluster $(ARGS)
