@@ -335,7 +335,7 @@ class SignalBatchProcessor:
         """Every record with its outcome (transforms.batch.classify_records)."""
         # Only a candidate at or before its symbol's newest stored tick can repeat a stored one, and one older
         # than the lateness horizon is too_late whatever it repeats: look up stored ticks in between only.
-        newest = {symbol: last for symbol, (last, _) in watermarks.items() if last is not None}
+        newest = _newest_before(watermarks)
         lateness = self.config.signals.allowed_lateness_seconds * 1_000_000
         lookups = {
             symbol: (max(first, newest[symbol] - lateness), newest[symbol])
@@ -389,11 +389,15 @@ class SignalBatchProcessor:
         try:
             recompute_from = per_symbol_time({symbol: item.first for symbol, item in accepted.items()})
             recomputed = recomputed_signals(context, recompute_from, signals_config.sma_short, signals_config.sma_long)
-            newest = {symbol: last for symbol, (last, _) in watermarks.items() if last is not None}
+            newest = _newest_before(watermarks)
             new_rows, revisited = split_new_rows(recomputed, per_symbol_time(newest))
             new_rows = new_rows.withColumn("revision", F.lit(0))
             # Symbols with a tick at or before their newest earlier one: their stored rows may change.
-            late = {symbol: item.first for symbol, item in accepted.items() if item.first <= newest.get(symbol, -1)}
+            late = {
+                symbol: item.first
+                for symbol, item in accepted.items()
+                if symbol in newest and item.first <= newest[symbol]
+            }
             # The state does not depend on the signal rows: written beside them (a retry reads the saved values).
             updated = self._next_states(context, accepted, watermarks, batch_id, states)
             state_written = self._submit(self._write_state, updated, batch_id)
@@ -592,6 +596,11 @@ class SignalBatchProcessor:
     def _write_metrics(self, outcome: BatchOutcome) -> None:
         metrics = self.spark.createDataFrame([outcome.as_row()], schema=PIPELINE_METRICS.schema)
         append_once(metrics, self.paths[PIPELINE_METRICS.name], PIPELINE_METRICS, self.app_id, outcome.batch_id)
+
+
+def _newest_before(watermarks: dict[str, tuple[int | None, int | None]]) -> dict[str, int]:
+    """Each symbol's newest event time before the batch (epoch micros), for the symbols that have one."""
+    return {symbol: last for symbol, (last, _) in watermarks.items() if last is not None}
 
 
 def _groups_by_start(lower: dict[str, int], gap: int) -> list[list[str]]:
