@@ -56,8 +56,8 @@ def read_delta_arrow(table: Any, columns: list[str] | None = None, filter: Any =
     """The rows of an open Delta table (or of `dataset`, a subset of its files) as a pyarrow Table.
 
     `filter` is a pyarrow.compute expression. The scan runs on the calling thread: delta-rs's dataset scanned on
-    Arrow's thread pool leaves workers that abort about one interpreter exit in five ("terminate called without an
-    active exception", exit 134) after the work is done (delta-io/delta-rs#2184). These reads are small (one
+    Arrow's thread pool makes some interpreter exits abort after the work is done ("terminate called without an
+    active exception", SIGABRT; 5 of 40 report CLI runs here, delta-io/delta-rs#2184). These reads are small (one
     symbol's rows, the files a board refresh added), so threads buy little.
     """
     source = dataset if dataset is not None else table.to_pyarrow_dataset()
