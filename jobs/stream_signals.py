@@ -76,10 +76,12 @@ def run(
     once: bool,
     timeout_seconds: float | None = None,
     fault_hook: FaultHook | None = None,
+    stop: threading.Event | None = None,
 ) -> RunTotals:
-    """Run until the topic is drained (`once`), a stop signal, or the timeout; stop cleanly."""
+    """Run until the topic is drained (`once`), a stop signal, `stop` set by another thread, or the timeout; the
+    running micro-batch finishes first in every case."""
     query, processor = start_query(spark, config, once, fault_hook)
-    stop_requested = threading.Event()
+    stop_requested = stop if stop is not None else threading.Event()
 
     def request_stop(signum: int, _frame: Any) -> None:
         log.warning("received %s: finishing the running micro-batch", signal.Signals(signum).name)

@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 
 from jobs.pipeline.config import AppConfig
 from jobs.pipeline.delta_io import ensure_tables
-from jobs.pipeline.state import StateSettings, SymbolState, rebuild_context_starts, state_frame
+from jobs.pipeline.state import StateSettings, SymbolState, Watermark, rebuild_context_starts, state_frame
 from jobs.pipeline.tables import SIGNAL_STATE, SIGNALS, TICKS
 from jobs.pipeline.transforms.parse import utc_date
 from jobs.pipeline.transforms.signals import compute_signals
@@ -73,7 +73,7 @@ def seed_history(spark: SparkSession, config: AppConfig, ticks: DataFrame) -> in
     finally:
         prepared.unpersist()
     settings = StateSettings.of(signals)
-    states = {row.symbol: SymbolState(row.last, None, None, None, HISTORY_BATCH_ID) for row in newest}
+    states = {row.symbol: SymbolState(Watermark(last=row.last), Watermark(), HISTORY_BATCH_ID) for row in newest}
     states = rebuild_context_starts(
         spark, spark.read.format("delta").load(config.table_path(TICKS.name)), states, settings
     )

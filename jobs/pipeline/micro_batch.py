@@ -7,15 +7,18 @@ The steps, in the order the README describes them:
                 the same keys and the per-symbol state (transforms.batch.classify_records)
 3. write        raw_ticks, ticks and ticks_quarantine appends
 4. recompute    signals of every affected symbol from its earliest new tick on, over a context of stored ticks
-                bounded per symbol (transforms.batch.recomputed_signals)
+                bounded per symbol: its `sma_long` newest, or for late ticks from its context start
+                (transforms.batch.recomputed_signals; the bounds are jobs.pipeline.state's)
 5. upsert       rows after each symbol's newest earlier tick are new: appended; rows before it may correct a
                 stored row: compared and MERGEd (only when late ticks arrived); published first when enabled
-6. state        the per-symbol state (jobs.pipeline.state), rewritten whole
+6. state        the per-symbol state (jobs.pipeline.state), rewritten whole (beside the signal writes)
 7. metrics      one pipeline_metrics row, and a JSON log line
 (every `stream.compact_every_batches` batches with ticks: compact the partitions before the lateness horizon)
 
-Work per batch is bounded by the batch and the lateness horizon: every read of `ticks` and `signals` carries
-literal symbol, date and time bounds that let Delta skip partitions and files; the state lives in the driver.
+Work per batch is bounded by the batch: a symbol's stored ticks are read from its `sma_long`-th newest on, and
+only a symbol with late ticks reads back to its context start (about two lateness periods). Every read of `ticks`
+and `signals` carries literal symbol, date and time bounds that let Delta skip partitions and files; the state
+lives in the driver.
 Every write is idempotent under a retried batch (Delta txnAppId/txnVersion for appends and overwrites, the
 state's saved previous values for the classification, content comparison for the MERGE), so a restart on the
 same checkpoint never writes anything twice, whichever writes the failed attempt had committed.
@@ -32,7 +35,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import reduce
-from typing import Any
+from typing import Any, TypeVar
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -43,6 +46,7 @@ from jobs.pipeline.kafka_io import publish_signals
 from jobs.pipeline.state import (
     StateSettings,
     SymbolState,
+    Watermark,
     check_settings,
     load_state,
     rebuild_context_starts,
@@ -57,11 +61,11 @@ from jobs.pipeline.transforms.batch import (
     batch_summary,
     candidate_ranges,
     classify_records,
-    next_state,
     per_symbol_time,
     recomputed_signals,
     signal_changes,
     split_new_rows,
+    tail_starts,
 )
 from jobs.pipeline.transforms.parse import parse_records, quarantine_rows, utc_date, valid_ticks
 
@@ -73,6 +77,7 @@ _TICK_COLUMNS = ["symbol", "event_time", "close", "volume"]
 _MIN_CONTEXT_GAP_MICROS = 3600 * 1_000_000
 
 FaultHook = Callable[[str], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -285,7 +290,7 @@ class SignalBatchProcessor:
                 self.compact_settled(states)
         log.info(json.dumps({"event": "batch", **outcome.as_row(), "steps_ms": self._steps_ms}, default=str))
 
-    def _submit(self, write: Callable[..., None], *args: Any) -> Future[None]:
+    def _submit(self, write: Callable[..., T], *args: Any) -> Future[T]:
         return self._writers.submit(write, *args)
 
     def _process(
@@ -330,7 +335,7 @@ class SignalBatchProcessor:
         self,
         parsed: DataFrame,
         first_candidate: dict[str, int],
-        watermarks: dict[str, tuple[int | None, int | None]],
+        watermarks: dict[str, Watermark],
     ) -> DataFrame:
         """Every record with its outcome (transforms.batch.classify_records)."""
         # Only a candidate at or before its symbol's newest stored tick can repeat a stored one, and one older
@@ -345,7 +350,7 @@ class SignalBatchProcessor:
         return classify_records(
             parsed,
             self._stored_ticks(lookups),
-            per_symbol_time({symbol: last for symbol, (last, _) in watermarks.items()}),
+            per_symbol_time(newest),
             self.config.signals.allowed_lateness_seconds,
         )
 
@@ -375,7 +380,7 @@ class SignalBatchProcessor:
         self,
         classified: DataFrame,
         accepted: dict[str, Accepted],
-        watermarks: dict[str, tuple[int | None, int | None]],
+        watermarks: dict[str, Watermark],
         batch_id: int,
         outcome: BatchOutcome,
         states: dict[str, SymbolState],
@@ -398,9 +403,9 @@ class SignalBatchProcessor:
                 for symbol, item in accepted.items()
                 if symbol in newest and item.first <= newest[symbol]
             }
-            # The state does not depend on the signal rows: written beside them (a retry reads the saved values).
-            updated = self._next_states(context, accepted, watermarks, batch_id, states)
-            state_written = self._submit(self._write_state, updated, batch_id)
+            # The state does not depend on the signal rows: computed and written beside them (a retry reads the
+            # saved values).
+            state_written = self._submit(self._next_states, context, accepted, watermarks, batch_id, states)
             changes = self._corrections(revisited, late, newest, batch_id) if late else None
             if changes is not None:
                 outcome.signals_corrected = changes.where(~F.col("is_new")).count()
@@ -418,7 +423,7 @@ class SignalBatchProcessor:
                 merge_signal_corrections(self.spark, self.paths[SIGNALS.name], rows, sorted(late), min(days), max(days))
                 self._fault("signals_merged")
                 changes.unpersist()
-            state_written.result()
+            updated = state_written.result()
             self._fault("state_written")
             states.clear()
             states.update(updated)
@@ -447,55 +452,31 @@ class SignalBatchProcessor:
         self,
         context: DataFrame,
         accepted: dict[str, Accepted],
-        watermarks: dict[str, tuple[int | None, int | None]],
+        watermarks: dict[str, Watermark],
         batch_id: int,
         states: dict[str, SymbolState],
     ) -> dict[str, SymbolState]:
-        """Every symbol's state after this batch.
+        """Every symbol's state after this batch, written to `_signal_state`.
 
-        The newest event time comes from the batch's counts. The context start only has to be at or before the
-        `sma_long`-th tick before the lateness horizon: an older start is still right, it only reads more. So it
-        is recomputed from the context (a Spark job) only once it lags the horizon by more than the lateness,
-        about once per lateness period per symbol; a new symbol's context starts at its first tick.
+        The newest event time comes from the batch's counts; the tails from the context, which holds each
+        symbol's `sma_long` newest ticks (one small Spark job); the context start and mark advance in the driver
+        (jobs.pipeline.state.Watermark.advance).
         """
         lateness = self.config.signals.allowed_lateness_seconds * 1_000_000
+        tails = {
+            row.symbol: row.tail
+            for row in tail_starts(context, self.config.signals.sma_long)
+            .select("symbol", F.unix_micros("tail_time").alias("tail"))
+            .collect()
+        }
         updated = dict(states)
-        stale = []
         for symbol, item in accepted.items():
-            last_before, start_before = watermarks.get(symbol, (None, None))
-            last = item.last if last_before is None else max(last_before, item.last)
-            if last_before is None:
-                start: int | None = item.first
-            elif start_before is None or start_before < last - 2 * lateness:
-                stale.append(symbol)
-                start = start_before
-            else:
-                start = min(start_before, item.first)
-            updated[symbol] = SymbolState(last, last_before, start, start_before, batch_id)
-        if stale:
-            config = self.config.signals
-            previous = self._watermark_frame({symbol: watermarks[symbol] for symbol in stale}, with_context_start=True)
-            rows = (
-                next_state(
-                    context.where(F.col("symbol").isin(stale)),
-                    previous,
-                    batch_id,
-                    config.allowed_lateness_seconds,
-                    config.sma_long,
-                )
-                .select("symbol", F.unix_micros("context_start_time").alias("context_start"))
-                .collect()
-            )
-            for row in rows:
-                state = updated[row.symbol]
-                updated[row.symbol] = SymbolState(
-                    state.last, state.previous_last, row.context_start, state.previous_context_start, batch_id
-                )
-        return updated
-
-    def _write_state(self, updated: dict[str, SymbolState], batch_id: int) -> None:
+            before = watermarks.get(symbol, Watermark())
+            now = before.advance(item.first, item.last, tails[symbol], lateness)
+            updated[symbol] = SymbolState(now, before, batch_id)
         state = state_frame(self.spark, updated, self.settings)
         overwrite_once(state, self.paths[SIGNAL_STATE.name], SIGNAL_STATE, self.app_id, batch_id)
+        return updated
 
     def compact_settled(self, states: dict[str, SymbolState]) -> None:
         """OPTIMIZE the partitions no later batch rewrites or reads often: event dates before the newest lateness
@@ -520,18 +501,6 @@ class SignalBatchProcessor:
 
     # ------------------------------------------------------------------ bounded reads
 
-    def _watermark_frame(
-        self, watermarks: dict[str, tuple[int | None, int | None]], with_context_start: bool = False
-    ) -> DataFrame:
-        frame = self.spark.createDataFrame(
-            [(symbol, last, start) for symbol, (last, start) in watermarks.items()],
-            "symbol string, last long, start long",
-        )
-        columns = [F.col("symbol"), F.timestamp_micros("last").alias("last_event_time")]
-        if with_context_start:
-            columns.append(F.timestamp_micros("start").alias("context_start_time"))
-        return frame.select(*columns)
-
     def _stored_ticks(self, lookups: dict[str, tuple[int, int]]) -> DataFrame:
         """Stored ticks of the given symbols within [first, last] event time each (candidates' possible twins)."""
         if not lookups:
@@ -551,19 +520,20 @@ class SignalBatchProcessor:
             .where(F.col("event_time").between(lowest, highest))
         )
 
-    def _context(
-        self, accepted: dict[str, Accepted], watermarks: dict[str, tuple[int | None, int | None]]
-    ) -> DataFrame:
-        """Stored ticks of the affected symbols, each from its own context start (or earliest new tick) on."""
+    def _context(self, accepted: dict[str, Accepted], watermarks: dict[str, Watermark]) -> DataFrame:
+        """Stored ticks of the affected symbols, each from the bound its new ticks need (jobs.pipeline.state):
+        the tail when they all follow its newest stored tick, else the context start (or the earliest new tick)."""
         lower: dict[str, int] = {}
         for symbol, item in accepted.items():
-            last, start = watermarks.get(symbol, (None, None))
-            if start is not None:
-                lower[symbol] = min(start, item.first)
+            before = watermarks.get(symbol, Watermark())
+            if before.last is None:
+                lower[symbol] = item.first  # a new symbol has nothing stored before its first tick
+            elif item.first > before.last and before.tail is not None:
+                lower[symbol] = before.tail
+            elif before.context_start is not None:
+                lower[symbol] = min(before.context_start, item.first)
             else:
-                # A new symbol has nothing stored before its first tick; a state row without a context start
-                # (written before starts were always set) means the whole history is the context.
-                lower[symbol] = item.first if last is None else 0
+                lower[symbol] = 0  # a state from before starts were kept: the whole history is the context
         scans = []
         for group in _groups_by_start(lower, _MIN_CONTEXT_GAP_MICROS):
             first = min(lower[symbol] for symbol in group)
@@ -598,9 +568,9 @@ class SignalBatchProcessor:
         append_once(metrics, self.paths[PIPELINE_METRICS.name], PIPELINE_METRICS, self.app_id, outcome.batch_id)
 
 
-def _newest_before(watermarks: dict[str, tuple[int | None, int | None]]) -> dict[str, int]:
+def _newest_before(watermarks: dict[str, Watermark]) -> dict[str, int]:
     """Each symbol's newest event time before the batch (epoch micros), for the symbols that have one."""
-    return {symbol: last for symbol, (last, _) in watermarks.items() if last is not None}
+    return {symbol: mark.last for symbol, mark in watermarks.items() if mark.last is not None}
 
 
 def _groups_by_start(lower: dict[str, int], gap: int) -> list[list[str]]:

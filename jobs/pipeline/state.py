@@ -1,9 +1,16 @@
 """The streaming job's per-symbol state: held in the driver between micro-batches, persisted in `_signal_state`.
 
-Per symbol: the newest event time processed (the lateness watermark) and where the context of a recomputation
-starts (the `sma_long`-th tick before the lateness horizon, or the symbol's first tick). Loaded once when the job
-starts, rewritten whole after every batch that accepted ticks (idempotently, with the batch's id), so a batch
-needs no read of it. Times are kept as epoch microseconds: never a naive datetime in the driver's time zone.
+Per symbol (a `Watermark`): the newest event time processed (the lateness watermark) and two lower bounds for
+the stored ticks a recomputation needs, so a batch reads only those:
+- `tail`: the `sma_long`-th newest tick (or the first): enough for ticks after the watermark, the usual case;
+- `context_start`: at or before the `sma_long`-th tick before the lateness horizon: enough for any late tick.
+  It advances without reading anything: a `mark` (an earlier batch's watermark and tail) becomes the context
+  start once the horizon has passed the mark's watermark (every tick up to it is then behind the horizon, and
+  `sma_long` of them lie at or after its tail), and the current watermark and tail become the next mark.
+
+Loaded once when the job starts, rewritten whole after every batch that accepted ticks (idempotently, with the
+batch's id), so a batch needs no read of it. Times are kept as epoch microseconds: never a naive datetime in the
+driver's time zone.
 
 A row also records the batch that wrote it and its values before that batch, so a retried batch (same id after
 a crash) sees the state as its first attempt saw it; and the settings it holds for, so a change of settings
@@ -12,10 +19,10 @@ between runs is detected instead of silently mixing windows (see `check_settings
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.pipeline.config import SignalsConfig
@@ -42,18 +49,45 @@ class SettingsChanged(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Watermark:
+    """A symbol's position as of one batch (epoch micros; None: not known yet)."""
+
+    last: int | None = None
+    context_start: int | None = None
+    tail: int | None = None
+    mark_last: int | None = None
+    mark_tail: int | None = None
+
+    def advance(self, first: int, newest: int, tail: int, lateness_micros: int) -> Watermark:
+        """The position after a batch that accepted ticks from `first` to `newest`; `tail` is the symbol's
+        `sma_long`-th newest tick after the batch."""
+        last = newest if self.last is None else max(self.last, newest)
+        # Nothing is stored before a new symbol's first tick; None (a state from before starts were kept) means
+        # the whole history, and stays so until a mark is due.
+        start = first if self.last is None else (None if self.context_start is None else min(self.context_start, first))
+        mark_last, mark_tail = self.mark_last, self.mark_tail
+        if mark_last is not None and mark_tail is not None and mark_last <= last - lateness_micros:
+            start = mark_tail if start is None else max(start, mark_tail)
+            mark_last = mark_tail = None
+        if mark_last is None:
+            mark_last, mark_tail = last, tail
+        return Watermark(last, start, tail, mark_last, mark_tail)
+
+
+@dataclass(frozen=True)
 class SymbolState:
-    last: int
-    previous_last: int | None
-    context_start: int | None
-    previous_context_start: int | None
+    now: Watermark
+    previous: Watermark
     batch_id: int
 
-    def before(self, batch_id: int) -> tuple[int | None, int | None]:
-        """(newest event time, context start) as they were before `batch_id` ran (also on its retry)."""
-        if self.batch_id == batch_id:
-            return self.previous_last, self.previous_context_start
-        return self.last, self.context_start
+    @property
+    def last(self) -> int:
+        assert self.now.last is not None
+        return self.now.last
+
+    def before(self, batch_id: int) -> Watermark:
+        """The position as it was before `batch_id` ran (also on its retry)."""
+        return self.previous if self.batch_id == batch_id else self.now
 
 
 @dataclass(frozen=True)
@@ -67,8 +101,8 @@ class StateSettings:
         return cls(config.sma_short, config.sma_long, config.allowed_lateness_seconds)
 
 
-def _micros(column: str) -> Column:
-    return F.unix_micros(F.col(column)).alias(column)
+# The state table's column of each Watermark field (with the prefix "previous_" for the values before the batch).
+_WATERMARK_COLUMNS = ("last_event", "context_start", "tail", "mark_last", "mark_tail")
 
 
 def load_state(spark: SparkSession, path: str) -> tuple[dict[str, SymbolState], set[StateSettings]]:
@@ -85,25 +119,21 @@ def load_state(spark: SparkSession, path: str) -> tuple[dict[str, SymbolState], 
             F.lit(None).alias("allowed_lateness_seconds"),
         ]
     )
+
+    def optional(column: str) -> Column:
+        return F.unix_micros(F.col(column)).alias(column) if column in table.columns else F.lit(None).alias(column)
+
     rows = table.select(
         "symbol",
-        _micros("last_event_time"),
-        _micros("previous_last_event_time"),
-        _micros("context_start_time"),
-        _micros("previous_context_start_time"),
         "batch_id",
         *settings_columns,
+        *[optional(f"{prefix}{column}_time") for prefix in ("", "previous_") for column in _WATERMARK_COLUMNS],
     ).collect()
-    states = {
-        row.symbol: SymbolState(
-            row.last_event_time,
-            row.previous_last_event_time,
-            row.context_start_time,
-            row.previous_context_start_time,
-            row.batch_id,
-        )
-        for row in rows
-    }
+
+    def watermark(row: Row, prefix: str) -> Watermark:
+        return Watermark(*(row[f"{prefix}{column}_time"] for column in _WATERMARK_COLUMNS))
+
+    states = {row.symbol: SymbolState(watermark(row, ""), watermark(row, "previous_"), row.batch_id) for row in rows}
     settings = {
         StateSettings(row.sma_short, row.sma_long, int(row.allowed_lateness_seconds))
         for row in rows
@@ -162,7 +192,9 @@ def rebuild_context_starts(
     for row in starts.collect():
         state = states[row.symbol]
         start = row.start if row.start is not None else row.first
-        rebuilt[row.symbol] = replace(state, context_start=start, previous_context_start=start)
+        rebuilt[row.symbol] = SymbolState(
+            replace(state.now, context_start=start), replace(state.previous, context_start=start), state.batch_id
+        )
     return rebuilt
 
 
@@ -171,30 +203,26 @@ def state_frame(spark: SparkSession, states: dict[str, SymbolState], settings: S
     rows = [
         (
             symbol,
-            s.last,
-            s.previous_last,
-            s.context_start,
-            s.previous_context_start,
-            s.batch_id,
+            state.batch_id,
             settings.sma_short,
             settings.sma_long,
             settings.allowed_lateness_seconds,
+            *astuple(state.now),
+            *astuple(state.previous),
         )
-        for symbol, s in sorted(states.items())
+        for symbol, state in sorted(states.items())
     ]
+    watermark_columns = [f"{prefix}{column}" for prefix in ("", "previous_") for column in _WATERMARK_COLUMNS]
     frame = spark.createDataFrame(
         rows,
-        "symbol string, last long, previous_last long, context_start long, previous_context_start long, "
-        "batch_id long, sma_short int, sma_long int, allowed_lateness_seconds long",
+        "symbol string, batch_id long, sma_short int, sma_long int, allowed_lateness_seconds long, "
+        + ", ".join(f"{column} long" for column in watermark_columns),
     )
     return frame.select(
         "symbol",
-        F.timestamp_micros("last").alias("last_event_time"),
-        F.timestamp_micros("previous_last").alias("previous_last_event_time"),
-        F.timestamp_micros("context_start").alias("context_start_time"),
-        F.timestamp_micros("previous_context_start").alias("previous_context_start_time"),
         "batch_id",
         "sma_short",
         "sma_long",
         "allowed_lateness_seconds",
+        *[F.timestamp_micros(column).alias(f"{column}_time") for column in watermark_columns],
     ).select(*SIGNAL_STATE.schema.fieldNames())

@@ -143,9 +143,16 @@ SIGNAL_STATE = TableSpec(
         ("sma_short", T.IntegerType(), True),
         ("sma_long", T.IntegerType(), True),
         ("allowed_lateness_seconds", T.LongType(), True),
+        ("tail_time", T.TimestampType(), True),
+        ("previous_tail_time", T.TimestampType(), True),
+        ("mark_last_time", T.TimestampType(), True),
+        ("previous_mark_last_time", T.TimestampType(), True),
+        ("mark_tail_time", T.TimestampType(), True),
+        ("previous_mark_tail_time", T.TimestampType(), True),
     ),
     partition_by=(),
-    description="Per-symbol watermark and recomputation context start, with the settings they hold for (internal).",
+    description="Per-symbol watermark and the bounds of a recomputation's stored ticks, with the settings they "
+    "hold for (internal).",
 )
 
 PUBLIC_TABLES: tuple[TableSpec, ...] = (RAW_TICKS, TICKS, TICKS_QUARANTINE, SIGNALS, PIPELINE_METRICS)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -98,13 +99,13 @@ def test_results_do_not_depend_on_the_driver_time_zone(
         f"storage.checkpoint_root={tmp_path / 'checkpoints'}",
         f"kafka.bootstrap_servers={kafka_broker.address}",
         f"kafka.topic={topic}",
-        "kafka.max_offsets_per_trigger=25",
+        "kafka.max_offsets_per_trigger=30",
         "signals.allowed_lateness_seconds=300",
         *WINDOWS,
     ]
-    minutes = [m for m in range(0, 900, 5)]  # 18:00 UTC to 08:55 UTC next day
+    minutes = range(0, 900, 10)  # 18:00 UTC to 08:50 UTC next day, in 7 batches of 150 minutes
     records = [tick(symbol, m) for m in minutes for symbol in ("AAA", "BBB")]
-    records.insert(190, tick("AAA", 467))  # after minute 470 arrived: 3 minutes late, within the 5 allowed
+    records.insert(96, tick("AAA", 467))  # after minute 470 arrived: 3 minutes late, within the 5 allowed
     produce(topic, records)
     command = [sys.executable, "-m", "jobs.stream_signals", "--config", str(REPO_ROOT / "conf" / "local.yaml")]
     for item in overrides:
@@ -199,7 +200,7 @@ def test_the_outcome_does_not_depend_on_where_micro_batches_split(
     topic = kafka_topic(partitions=3)
     produce(topic, _faulty_feed())
     outcomes = []
-    for per_trigger in (None, 17, 61):
+    for per_trigger in (None, 29, 61):
         overrides = [
             f"storage.root={tmp_path / f'split-{per_trigger}'}",
             f"storage.checkpoint_root={tmp_path / f'checkpoints-{per_trigger}'}",
@@ -339,10 +340,11 @@ def test_compaction_beside_the_running_stream(spark, make_config, kafka_broker, 
         *WINDOWS,
     )
     failures: list[BaseException] = []
+    stop = threading.Event()
 
     def stream() -> None:
         try:
-            run(spark, config, once=False, timeout_seconds=90)
+            run(spark, config, once=False, timeout_seconds=180, stop=stop)
         except BaseException as error:  # reported by the test thread
             failures.append(error)
 
@@ -355,8 +357,17 @@ def test_compaction_beside_the_running_stream(spark, make_config, kafka_broker, 
             produce(topic, [tick("AAA", wave * 10 + m) for m in range(10)] + [tick("AAA", wave * 10 + 4.5)])
             optimize(spark, config, ["signals", "ticks", "_signal_state"])
             wave += 1
+        # Then until the job has caught up (or failed); the last waves' batches may still be running.
+        caught_up = time.monotonic() + 120
+        while not failures and job.is_alive() and time.monotonic() < caught_up:
+            if DeltaTable.isDeltaTable(spark, config.table_path("ticks")):
+                if table(spark, config, "ticks").count() == wave * 11:
+                    break
+            time.sleep(1)
     finally:
+        stop.set()
         job.join(timeout=180)
+    assert not job.is_alive()
     assert not failures, failures
     assert table(spark, config, "ticks").count() == wave * 11
     assert_signals_equal_recomputation(spark, config)

@@ -191,10 +191,14 @@ def test_late_ticks_correct_the_rows_after_them(spark, make_config, kafka_broker
     too_late = _table(spark, config, "ticks_quarantine").where(F.col("reason") == "too_late").collect()
     assert [(row.symbol, row.event_time.replace(tzinfo=None)) for row in too_late] == [("AAA", naive(10))]
 
-    # Batch 3: another late tick inside the horizon; the context is now trimmed to the long window.
+    # The state: in-order ticks need the 5 newest (from minute 30); late ones the context start, which stays at the
+    # first tick until the horizon (now 19) passes the mark (batch 1's newest, 29, whose 5 newest start at 25).
     state = _table(spark, config, "_signal_state").collect()
-    assert [(row.symbol, row.last_event_time.replace(tzinfo=None)) for row in state] == [("AAA", naive(34))]
-    assert state[0].context_start_time.replace(tzinfo=None) == naive(14)
+    times = ["last_event_time", "tail_time", "context_start_time", "mark_last_time", "mark_tail_time"]
+    assert [[row[name].replace(tzinfo=None) for name in times] for row in state] == [
+        [naive(34), naive(30), naive(0), naive(29), naive(25)]
+    ]
+    # Batch 3: another late tick inside the horizon.
     produce(topic, [v1("AAA", 35), v1("AAA", 25.5, close=150.0, volume=5000)])
     run(spark, config, once=True, timeout_seconds=300)
     _assert_signals_equal_recomputation(spark, config)

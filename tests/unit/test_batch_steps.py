@@ -8,14 +8,15 @@ from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from jobs.pipeline.state import Watermark
 from jobs.pipeline.transforms.batch import (
     classify_duplicates,
     classify_records,
     flag_too_late,
-    next_state,
     per_symbol_time,
     recomputed_signals,
     signal_changes,
+    tail_starts,
 )
 from jobs.pipeline.transforms.signals import compute_signals
 
@@ -135,26 +136,42 @@ def test_a_record_beyond_the_lateness_is_too_late_even_on_a_stored_key(spark: Sp
     assert reasons == {20: "too_late", 21: "too_late", 22: None, 23: "conflicting_duplicate", 24: "bad_type"}
 
 
-def test_next_state_keeps_the_long_window_before_the_lateness_horizon(spark: SparkSession) -> None:
-    # 10 ticks a minute apart; lateness 3 minutes -> horizon at minute 6; long window 3 -> start at minute 3.
+def test_tail_starts_at_the_long_window_of_the_newest_ticks(spark: SparkSession) -> None:
     context = spark.createDataFrame(
-        [("AAA", _t(m), 1.0, 1) for m in range(10)] + [("BBB", _t(m), 1.0, 1) for m in range(3)],
+        [("AAA", _t(m), 1.0, 1) for m in (0, 1, 2, 4, 5, 9, 7)] + [("BBB", _t(m), 1.0, 1) for m in range(2)],
         schema="symbol string, event_time timestamp, close double, volume long",
     )
-    watermarks = spark.createDataFrame(
-        [("BBB", _t(1), _t(0))], schema="symbol string, last_event_time timestamp, context_start_time timestamp"
-    )
-    actual = next_state(context, watermarks, batch_id=4, allowed_lateness_seconds=180, sma_long=3)
     expected = spark.createDataFrame(
-        [
-            ("AAA", _t(9), None, _t(3), None, 4),
-            # too few ticks before BBB's horizon (minute -1): the previous start stays
-            ("BBB", _t(2), _t(1), _t(0), _t(0), 4),
-        ],
-        schema="symbol string, last_event_time timestamp, previous_last_event_time timestamp, "
-        "context_start_time timestamp, previous_context_start_time timestamp, batch_id long",
+        # AAA's three newest: minutes 9, 7 and 5; BBB has fewer than three: its earliest
+        [("AAA", _t(5)), ("BBB", _t(0))],
+        schema="symbol string, tail_time timestamp",
     )
-    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(tail_starts(context, 3), expected, ignore_row_order=True, ignore_nullable=True)
+
+
+MINUTE = 60_000_000
+
+
+def test_the_context_start_advances_to_a_mark_once_the_horizon_passes_it() -> None:
+    lateness = 10 * MINUTE
+    # A new symbol: its context starts at its first tick; the mark is this batch's watermark and tail.
+    first = Watermark().advance(first=0, newest=5 * MINUTE, tail=3 * MINUTE, lateness_micros=lateness)
+    assert first == Watermark(5 * MINUTE, 0, 3 * MINUTE, 5 * MINUTE, 3 * MINUTE)
+    # The horizon (14 - 10 = minute 4) has not passed the mark's watermark (minute 5): nothing moves.
+    second = first.advance(first=6 * MINUTE, newest=14 * MINUTE, tail=12 * MINUTE, lateness_micros=lateness)
+    assert second == Watermark(14 * MINUTE, 0, 12 * MINUTE, 5 * MINUTE, 3 * MINUTE)
+    # Horizon at minute 6: every tick up to minute 5 is too late now, and three of them lie at or after minute 3.
+    third = second.advance(first=15 * MINUTE, newest=16 * MINUTE, tail=14 * MINUTE, lateness_micros=lateness)
+    assert third == Watermark(16 * MINUTE, 3 * MINUTE, 14 * MINUTE, 16 * MINUTE, 14 * MINUTE)
+    # A late tick before the context start (possible after allowed_lateness_seconds grew) moves the start back.
+    late = third.advance(first=2 * MINUTE, newest=17 * MINUTE, tail=15 * MINUTE, lateness_micros=20 * MINUTE)
+    assert late.context_start == 2 * MINUTE
+    # A state from before starts were kept (None: the whole history) gets one at its first due mark.
+    legacy = Watermark(last=5 * MINUTE).advance(
+        first=6 * MINUTE, newest=7 * MINUTE, tail=5 * MINUTE, lateness_micros=lateness
+    )
+    assert (legacy.context_start, legacy.mark_last) == (None, 7 * MINUTE)
+    assert legacy.advance(18 * MINUTE, 18 * MINUTE, 16 * MINUTE, lateness).context_start == 5 * MINUTE
 
 
 def test_recomputed_signals_on_a_trimmed_context_equal_the_full_recomputation(spark: SparkSession) -> None:

@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 
 from jobs.pipeline.config import AppConfig, with_overrides
 from jobs.pipeline.delta_io import ensure_tables
-from jobs.pipeline.micro_batch import SignalBatchProcessor
+from jobs.pipeline.micro_batch import Accepted, SignalBatchProcessor
 from jobs.pipeline.tables import KAFKA_RECORD_SCHEMA
 from jobs.pipeline.transforms.signals import SIGNAL_COLUMNS, compute_signals
 
@@ -176,3 +176,34 @@ def test_a_crash_between_the_writes_and_the_retry_give_the_tables_of_one_clean_r
     corrected = content(config, "pipeline_metrics", ()).where(F.col("batch_id") == 1).first()
     assert corrected is not None
     assert corrected.signals_corrected == content(config, "signals", ()).where("revision >= 1").count() > 0
+
+
+def _micros(minute: float) -> int:
+    return int((T0 + timedelta(minutes=minute)).timestamp() * 1_000_000)
+
+
+def test_a_batch_reads_only_the_stored_ticks_its_new_ticks_need(spark: SparkSession, config: AppConfig) -> None:
+    """Ticks after a symbol's newest stored one need its sma_long newest stored ticks, not the lateness horizon's
+    worth: the read does not grow with the history. A late tick still reads back to the context start."""
+    ensure_tables(spark, config)
+    processor = SignalBatchProcessor(spark, config, checkpoint="unused", app_id="bounded-app")
+    processor(_records(spark, [("AAA", _tick("AAA", m)) for m in range(30)], 0), 0)
+    before = processor.states["AAA"].before(1)  # as batch 1 sees it
+
+    def read(first: float, last: float, count: int) -> list[int]:
+        context = processor._context({"AAA": Accepted(_micros(first), _micros(last), count)}, {"AAA": before})
+        return sorted(row[0] for row in context.select(F.unix_micros("event_time")).collect())
+
+    assert read(30, 31, 2) == [_micros(m) for m in range(26, 30)]  # sma_long = 4
+    # Late (lateness 10 minutes): windows from minute 25.5 on need ticks from minute 22, at least.
+    assert read(25.5, 25.5, 1)[0] <= _micros(22)
+
+    late_and_new = [("AAA", _tick("AAA", 30)), ("AAA", _tick("AAA", 25.5)), ("AAA", _tick("AAA", 31))]
+    processor(_records(spark, late_and_new, 30), 1)
+    processor(_records(spark, [("AAA", _tick("AAA", m)) for m in range(32, 40)], 33), 2)
+    # The horizon (39 - 10) passed batch 0's newest tick (29): the context start moved, unread, to that batch's
+    # tail (minute 26, the 4th newest then); a late tick just inside the horizon is recomputed from there.
+    assert processor.states["AAA"].now.context_start == _micros(26)
+    processor(_records(spark, [("AAA", _tick("AAA", 29.5)), ("AAA", _tick("AAA", 40))], 41), 3)
+    assert spark.read.format("delta").load(config.table_path("signals")).where("revision > 0").count() > 0
+    _assert_signals_equal_recomputation(spark, config)

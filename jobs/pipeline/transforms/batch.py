@@ -2,7 +2,8 @@
 
 Each function takes and returns DataFrames; reading and writing Delta happens in jobs.pipeline.micro_batch.
 The micro-batch runs them in this order: classify_records (parse rejects, too_late, duplicates) -> batch_summary
-(the counts the driver needs) -> recomputed_signals over the context -> split_new_rows / signal_changes -> next_state.
+(the counts the driver needs) -> recomputed_signals over the context -> split_new_rows / signal_changes -> tail_starts
+(for the state, jobs.pipeline.state).
 """
 
 from __future__ import annotations
@@ -112,8 +113,9 @@ def flag_too_late(ticks: DataFrame, last_event_time: Column, allowed_lateness_se
 def recomputed_signals(context: DataFrame, recompute_from: Column, sma_short: int, sma_long: int) -> DataFrame:
     """Signals of the context ticks at or after their symbol's `recompute_from` (NULL: none of that symbol).
 
-    `context` holds every stored tick of the affected symbols from their context start on, which includes at
-    least `sma_long` ticks before any tick that may change (see `next_state`), so the windows are complete.
+    `context` holds every stored tick of the affected symbols from a bound on (jobs.pipeline.state: the tail, or
+    the context start for late ticks) that leaves at least `sma_long` ticks before any tick that may change, so
+    the windows are complete.
     """
     return (
         with_signals(context, sma_short, sma_long).where(F.col("event_time") >= recompute_from).select(*SIGNAL_COLUMNS)
@@ -155,46 +157,16 @@ def signal_changes(recomputed: DataFrame, stored: DataFrame, batch_id: int | Non
     )
 
 
-def next_state(
-    context: DataFrame,
-    watermarks: DataFrame,
-    batch_id: int,
-    allowed_lateness_seconds: int,
-    sma_long: int,
-) -> DataFrame:
-    """The new state row of every symbol in the context.
-
-    The lateness horizon is the newest event time minus the allowed lateness; ticks before it are too late.
-    The context of a later recomputation starts at the `sma_long`-th tick before the horizon, enough for full
-    windows (and the previous tick's averages) of any tick at or after it. With fewer ticks before the
-    horizon, the previous start (NULL: the symbol's first tick) stays.
-    """
-    newest = context.groupBy("symbol").agg(F.max("event_time").alias("last_event_time"))
-    horizon = F.col("last_event_time") - F.make_dt_interval(secs=F.lit(allowed_lateness_seconds))
-    before_horizon = (
-        context.select("symbol", "event_time")
-        .join(newest, on="symbol", how="inner")
-        .where(F.col("event_time") < horizon)
-        .withColumn("rank", F.row_number().over(Window.partitionBy("symbol").orderBy(F.desc("event_time"))))
-        .where(F.col("rank") == sma_long)
-        .select("symbol", F.col("event_time").alias("new_context_start"))
-    )
-    previous = watermarks.select(
-        "symbol",
-        F.col("last_event_time").alias("previous_last_event_time"),
-        F.col("context_start_time").alias("previous_context_start_time"),
-    )
+def tail_starts(context: DataFrame, length: int) -> DataFrame:
+    """Per symbol of `context`, the event time of its `length`-th newest tick (`tail_time`), or of its earliest
+    when it has fewer: the stored ticks a recomputation from any later tick needs start there."""
+    newest_first = Window.partitionBy("symbol").orderBy(F.desc("event_time"))
     return (
-        newest.join(before_horizon, on="symbol", how="left")
-        .join(previous, on="symbol", how="left")
-        .select(
-            "symbol",
-            "last_event_time",
-            "previous_last_event_time",
-            F.coalesce(F.col("new_context_start"), F.col("previous_context_start_time")).alias("context_start_time"),
-            "previous_context_start_time",
-            F.lit(batch_id).cast("long").alias("batch_id"),
-        )
+        context.select("symbol", "event_time")
+        .withColumn("rank", F.row_number().over(newest_first))
+        .where(F.col("rank") <= length)
+        .groupBy("symbol")
+        .agg(F.min("event_time").alias("tail_time"))
     )
 
 
