@@ -44,18 +44,17 @@ def _records(spark: SparkSession, values: list[tuple[str, str]], first_offset: i
     return spark.createDataFrame(rows, KAFKA_RECORD_SCHEMA)
 
 
+_SETTINGS = [
+    "signals.sma_short=2",
+    "signals.sma_long=4",
+    "signals.allowed_lateness_seconds=600",
+    "stream.compact_every_batches=0",
+]
+
+
 @pytest.fixture
 def config(local_config: AppConfig, tmp_path: Path) -> AppConfig:
-    return with_overrides(
-        local_config,
-        [
-            f"storage.root={tmp_path / 'delta'}",
-            "signals.sma_short=2",
-            "signals.sma_long=4",
-            "signals.allowed_lateness_seconds=600",
-            "stream.compact_every_batches=0",
-        ],
-    )
+    return with_overrides(local_config, [f"storage.root={tmp_path / 'delta'}", *_SETTINGS])
 
 
 def _snapshot(spark: SparkSession, config: AppConfig) -> dict[str, list[tuple]]:
@@ -124,20 +123,30 @@ def test_the_same_batch_id_twice_writes_nothing_twice(spark: SparkSession, confi
     _assert_signals_equal_recomputation(spark, config)
 
 
-@pytest.mark.parametrize("crash_after", ["signals_appended", "signals_merged", "state_written"])
-def test_a_crash_between_the_writes_and_the_retry_give_the_tables_of_one_clean_run(
-    spark: SparkSession, config: AppConfig, tmp_path: Path, crash_after: str
-) -> None:
-    batches = [
+def _crash_batches(spark: SparkSession) -> list[DataFrame]:
+    return [
         _records(spark, [("AAA", _tick("AAA", m)) for m in range(10)], 0),
         _records(spark, [("AAA", _tick("AAA", 4.5)), ("AAA", _tick("AAA", 10))], 10),
     ]
-    clean = with_overrides(config, [f"storage.root={tmp_path / 'clean'}"])
+
+
+@pytest.fixture(scope="module")
+def clean(spark: SparkSession, local_config: AppConfig, tmp_path_factory: pytest.TempPathFactory) -> AppConfig:
+    """The tables of one clean run of the crash test's two batches (the same for every crash point)."""
+    root = tmp_path_factory.mktemp("clean-run")
+    clean = with_overrides(local_config, [*_SETTINGS, f"storage.root={root / 'delta'}"])
     ensure_tables(spark, clean)
     reference = SignalBatchProcessor(spark, clean, checkpoint="unused", app_id="clean-app")
-    for batch_id, batch in enumerate(batches):
+    for batch_id, batch in enumerate(_crash_batches(spark)):
         reference(batch, batch_id)
+    return clean
 
+
+@pytest.mark.parametrize("crash_after", ["signals_appended", "signals_merged", "state_written"])
+def test_a_crash_between_the_writes_and_the_retry_give_the_tables_of_one_clean_run(
+    spark: SparkSession, config: AppConfig, clean: AppConfig, crash_after: str
+) -> None:
+    batches = _crash_batches(spark)
     ensure_tables(spark, config)
 
     armed: list[bool] = []
