@@ -4,19 +4,20 @@ The steps, in the order the README describes them:
 
 1. parse        records -> ticks or parse rejects (jobs.pipeline.transforms.parse)
 2. classify     too_late, then duplicates and conflicting duplicates, against the batch, the stored ticks of
-                the same keys and the per-symbol state (transforms.batch.classify_records)
+                the same keys and the per-symbol state (transforms.batch.classify_records), and the counts in
+                the same job; a second pass with stored ticks only when a record may repeat one
 3. write        raw_ticks, ticks and ticks_quarantine appends
 4. recompute    signals of every affected symbol from its earliest new tick on, over a context of stored ticks
-                bounded per symbol: its `sma_long` newest, or for late ticks from its context start
-                (transforms.batch.recomputed_signals; the bounds are jobs.pipeline.state's)
+                bounded per symbol: its `sma_long` newest, which the state holds (no read), or for late ticks
+                from its context start (transforms.batch.recomputed_signals; the bounds are jobs.pipeline.state's)
 5. upsert       rows after each symbol's newest earlier tick are new: appended; rows before it may correct a
                 stored row: compared and MERGEd (only when late ticks arrived); published first when enabled
 6. state        the per-symbol state (jobs.pipeline.state), rewritten whole (beside the signal writes)
 7. metrics      one pipeline_metrics row, and a JSON log line
 (every `stream.compact_every_batches` batches with ticks: compact the partitions before the lateness horizon)
 
-Work per batch is bounded by the batch: a symbol's stored ticks are read from its `sma_long`-th newest on, and
-only a symbol with late ticks reads back to its context start (about two lateness periods). Every read of `ticks`
+Work per batch is bounded by the batch: a symbol's `sma_long` newest stored ticks come from the state, and only
+a symbol with late ticks reads `ticks`, back to its context start (about two lateness periods). Every read of `ticks`
 and `signals` carries literal symbol, date and time bounds that let Delta skip partitions and files; the state
 lives in the driver.
 Every write is idempotent under a retried batch (Delta txnAppId/txnVersion for appends and overwrites, the
@@ -37,7 +38,7 @@ from datetime import UTC, datetime
 from functools import reduce
 from typing import Any, TypeVar
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.pipeline.config import AppConfig
@@ -46,9 +47,11 @@ from jobs.pipeline.kafka_io import publish_signals
 from jobs.pipeline.state import (
     StateSettings,
     SymbolState,
+    Tick,
     Watermark,
     check_settings,
     load_state,
+    newest_ticks,
     rebuild_context_starts,
     state_frame,
     timestamp_literal,
@@ -57,16 +60,16 @@ from jobs.pipeline.state import (
 from jobs.pipeline.tables import ALL_TABLES, PIPELINE_METRICS, RAW_TICKS, SIGNAL_STATE, SIGNALS, TICKS, TICKS_QUARANTINE
 from jobs.pipeline.transforms.batch import (
     ACCEPT,
+    CANDIDATE_OUTCOMES,
     DUPLICATE,
     batch_summary,
-    candidate_ranges,
     classify_records,
     per_symbol_time,
     recomputed_signals,
     signal_changes,
     split_new_rows,
-    tail_starts,
 )
+from jobs.pipeline.transforms.batch import newest_ticks as newest_ticks_of
 from jobs.pipeline.transforms.parse import parse_records, quarantine_rows, utc_date, valid_ticks
 
 log = logging.getLogger("stream_signals")
@@ -139,11 +142,13 @@ class RunTotals:
 
 @dataclass(frozen=True)
 class Accepted:
-    """Per symbol, the accepted ticks of the batch: earliest and newest event time (epoch micros), count."""
+    """Per symbol, the accepted ticks of the batch: earliest and newest event time (epoch micros), count, and
+    the `sma_long` newest ticks, newest first."""
 
     first: int
     last: int
     count: int
+    newest: tuple[Tick, ...] = ()
 
 
 class StopRequested(RuntimeError):
@@ -303,66 +308,76 @@ class SignalBatchProcessor:
     ) -> None:
         # 1. parse
         parsed = self.parse(batch).persist()
+        classified: DataFrame | None = None
         try:
-            # 2. classify
-            first_candidate = {row.symbol: row.first_micros for row in candidate_ranges(parsed).collect()}
-            self._mark("parsed")
-            watermarks = {symbol: states[symbol].before(batch_id) for symbol in first_candidate if symbol in states}
-            classified = self.classify(parsed, first_candidate, watermarks).persist()
-            try:
-                accepted = self.summarize(classified, outcome)
-                self._mark("classified")
-                # 3. write ticks and quarantine (in parallel with the recomputation)
-                pending.append(self._submit(self._write_ticks, classified, batch_id))
-                if outcome.quarantined:
-                    pending.append(self._submit(self._write_quarantine, classified, batch_id))
-                if accepted:
-                    # 4.-6. recompute, upsert, state
-                    self.update_signals(classified, accepted, watermarks, batch_id, outcome, states)
-                    self._mark("signals_and_state")
-            finally:
-                _wait_all(pending)
-                pending.clear()
-                classified.unpersist()
+            # 2. classify (and count, in the same job)
+            watermarks = {symbol: state.before(batch_id) for symbol, state in states.items()}
+            classified, summary = self.classify(parsed, watermarks)
+            accepted = self.summarize(summary, outcome)
+            self._mark("classified")
+            # 3. write ticks and quarantine (in parallel with the recomputation)
+            pending.append(self._submit(self._write_ticks, classified, batch_id))
+            if outcome.quarantined:
+                pending.append(self._submit(self._write_quarantine, classified, batch_id))
+            if accepted:
+                # 4.-6. recompute, upsert, state
+                self.update_signals(classified, accepted, watermarks, batch_id, outcome, states)
+                self._mark("signals_and_state")
         finally:
+            _wait_all(pending)
+            pending.clear()
+            if classified is not None:
+                classified.unpersist()
             parsed.unpersist()
 
     def parse(self, batch: DataFrame) -> DataFrame:
         stream = self.config.stream
         return parse_records(batch, stream.max_message_bytes, stream.source_timezone, stream.max_future_seconds)
 
-    def classify(
-        self,
-        parsed: DataFrame,
-        first_candidate: dict[str, int],
-        watermarks: dict[str, Watermark],
-    ) -> DataFrame:
-        """Every record with its outcome (transforms.batch.classify_records)."""
-        # Only a candidate at or before its symbol's newest stored tick can repeat a stored one, and one older
-        # than the lateness horizon is too_late whatever it repeats: look up stored ticks in between only.
+    def classify(self, parsed: DataFrame, watermarks: dict[str, Watermark]) -> tuple[DataFrame, list[Row]]:
+        """Every record with its outcome (transforms.batch.classify_records), cached, and the batch's summary.
+
+        The first pass looks up no stored tick: only a candidate at or before its symbol's newest stored tick can
+        repeat one, which the summary shows. When there are such candidates, a second pass looks up the stored
+        ticks in between; one older than the lateness horizon is too_late whatever it repeats, so the lookup
+        never reaches back further than the horizon.
+        """
         newest = _newest_before(watermarks)
-        lateness = self.config.signals.allowed_lateness_seconds * 1_000_000
+        last_event_time = per_symbol_time(newest)
+        lateness_seconds = self.config.signals.allowed_lateness_seconds
+        no_stored = self.spark.createDataFrame([], TICKS.schema)
+        classified = classify_records(parsed, no_stored, last_event_time, lateness_seconds).persist()
+        summary = self._summary(classified)
+        self._mark("parsed")
+        first_candidate: dict[str, int] = {}
+        for row in summary:
+            if row.outcome in CANDIDATE_OUTCOMES:
+                first_candidate[row.symbol] = min(row.first_micros, first_candidate.get(row.symbol, row.first_micros))
+        lateness = lateness_seconds * 1_000_000
         lookups = {
             symbol: (max(first, newest[symbol] - lateness), newest[symbol])
             for symbol, first in first_candidate.items()
             if symbol in newest and first <= newest[symbol]
         }
-        return classify_records(
-            parsed,
-            self._stored_ticks(lookups),
-            per_symbol_time(newest),
-            self.config.signals.allowed_lateness_seconds,
-        )
+        if not lookups:
+            return classified, summary
+        classified.unpersist()
+        classified = classify_records(parsed, self._stored_ticks(lookups), last_event_time, lateness_seconds).persist()
+        return classified, self._summary(classified)
 
-    def summarize(self, classified: DataFrame, outcome: BatchOutcome) -> dict[str, Accepted]:
-        """Fill the batch's counts; returns the accepted ticks per symbol."""
+    def _summary(self, classified: DataFrame) -> list[Row]:
+        return batch_summary(classified, self.config.signals.sma_long).collect()
+
+    def summarize(self, summary: list[Row], outcome: BatchOutcome) -> dict[str, Accepted]:
+        """Fill the batch's counts from its summary; returns the accepted ticks per symbol."""
         accepted: dict[str, Accepted] = {}
         reasons: dict[str, int] = {}
         lags: list[int] = []
-        for row in batch_summary(classified).collect():
+        for row in summary:
             outcome.records_read += row.records
             if row.outcome == ACCEPT:
-                accepted[row.symbol] = Accepted(row.first_micros, row.last_micros, row.records)
+                newest = tuple((tick.event_micros, tick.close, tick.volume) for tick in row.newest_ticks)
+                accepted[row.symbol] = Accepted(row.first_micros, row.last_micros, row.records, newest)
                 if row.max_lag_ms is not None:
                     lags.append(row.max_lag_ms)
             elif row.outcome == DUPLICATE:
@@ -458,21 +473,29 @@ class SignalBatchProcessor:
     ) -> dict[str, SymbolState]:
         """Every symbol's state after this batch, written to `_signal_state`.
 
-        The newest event time comes from the batch's counts; the tails from the context, which holds each
-        symbol's `sma_long` newest ticks (one small Spark job); the context start and mark advance in the driver
+        The newest event time and ticks come from the batch's summary and the state before it (merged in the
+        driver, jobs.pipeline.state.newest_ticks); the context start and mark advance in the driver
         (jobs.pipeline.state.Watermark.advance).
         """
         lateness = self.config.signals.allowed_lateness_seconds * 1_000_000
-        tails = {
-            row.symbol: row.tail
-            for row in tail_starts(context, self.config.signals.sma_long)
-            .select("symbol", F.unix_micros("tail_time").alias("tail"))
-            .collect()
-        }
+        length = self.config.signals.sma_long
+        # A state written before the newest ticks were kept: read from the context once (one small job).
+        unknown = [
+            symbol
+            for symbol in accepted
+            if watermarks.get(symbol, Watermark()).last is not None and watermarks[symbol].recent is None
+        ]
+        from_context: dict[str, tuple[Tick, ...]] = {}
+        if unknown:
+            rows = newest_ticks_of(context.where(F.col("symbol").isin(unknown)), length).collect()
+            from_context = {
+                row.symbol: tuple((tick.event_micros, tick.close, tick.volume) for tick in row.ticks) for row in rows
+            }
         updated = dict(states)
         for symbol, item in accepted.items():
             before = watermarks.get(symbol, Watermark())
-            now = before.advance(item.first, item.last, tails[symbol], lateness)
+            recent = from_context.get(symbol) or newest_ticks(before.recent or (), item.newest, length)
+            now = before.advance(item.first, item.last, recent[-1][0], lateness, recent)
             updated[symbol] = SymbolState(now, before, batch_id)
         state = state_frame(self.spark, updated, self.settings)
         overwrite_once(state, self.paths[SIGNAL_STATE.name], SIGNAL_STATE, self.app_id, batch_id)
@@ -522,30 +545,36 @@ class SignalBatchProcessor:
 
     def _context(self, accepted: dict[str, Accepted], watermarks: dict[str, Watermark]) -> DataFrame:
         """Stored ticks of the affected symbols, each from the bound its new ticks need (jobs.pipeline.state):
-        the tail when they all follow its newest stored tick, else the context start (or the earliest new tick)."""
+        the state's newest ticks when they all follow its newest stored tick (no read), else `ticks` from the
+        context start (or the earliest new tick, or the tail of a state that holds no ticks)."""
+        held: list[tuple[str, int, float, int]] = []
         lower: dict[str, int] = {}
         for symbol, item in accepted.items():
             before = watermarks.get(symbol, Watermark())
             if before.last is None:
-                lower[symbol] = item.first  # a new symbol has nothing stored before its first tick
+                continue  # a new symbol has nothing stored before this batch
+            if item.first > before.last and before.recent is not None:
+                held.extend((symbol, *tick) for tick in before.recent)
             elif item.first > before.last and before.tail is not None:
                 lower[symbol] = before.tail
             elif before.context_start is not None:
                 lower[symbol] = min(before.context_start, item.first)
             else:
                 lower[symbol] = 0  # a state from before starts were kept: the whole history is the context
-        scans = []
+        parts = [
+            self.spark.createDataFrame(held, "symbol string, event_micros long, close double, volume long").select(
+                "symbol", F.timestamp_micros("event_micros").alias("event_time"), "close", "volume"
+            )
+        ]
         for group in _groups_by_start(lower, _MIN_CONTEXT_GAP_MICROS):
             first = min(lower[symbol] for symbol in group)
-            scans.append(
-                self._table(TICKS.name).where(
-                    (F.col("event_date") >= F.lit(utc_day(first)))
-                    & (F.col("event_time") >= timestamp_literal(first))
-                    & F.col("symbol").isin(group)
-                )
+            scan = self._table(TICKS.name).where(
+                (F.col("event_date") >= F.lit(utc_day(first)))
+                & (F.col("event_time") >= timestamp_literal(first))
+                & F.col("symbol").isin(group)
             )
-        stored = reduce(DataFrame.unionByName, scans)
-        return stored.where(F.col("event_time") >= per_symbol_time(lower)).select(*_TICK_COLUMNS)
+            parts.append(scan.where(F.col("event_time") >= per_symbol_time(lower)).select(*_TICK_COLUMNS))
+        return reduce(DataFrame.unionByName, parts)
 
     # ------------------------------------------------------------------ writes
 

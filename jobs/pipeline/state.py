@@ -7,6 +7,10 @@ the stored ticks a recomputation needs, so a batch reads only those:
   It advances without reading anything: a `mark` (an earlier batch's watermark and tail) becomes the context
   start once the horizon has passed the mark's watermark (every tick up to it is then behind the horizon, and
   `sma_long` of them lie at or after its tail), and the current watermark and tail become the next mark.
+- `recent`: the stored ticks from `tail` on themselves (the `sma_long` newest, newest first), so ticks after the
+  watermark need no read of `ticks` at all: their context is these rows, and the next `recent` is merged in the
+  driver from them and the batch's own newest ticks. None for a state written before they were kept (the job then
+  reads them from `ticks` once).
 
 Loaded once when the job starts, rewritten whole after every batch that accepted ticks (idempotently, with the
 batch's id), so a batch needs no read of it. Times are kept as epoch microseconds: never a naive datetime in the
@@ -19,7 +23,8 @@ between runs is detected instead of silently mixing windows (see `check_settings
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 
 from pyspark.sql import Column, DataFrame, Row, SparkSession
@@ -29,6 +34,11 @@ from jobs.pipeline.config import SignalsConfig
 from jobs.pipeline.tables import SIGNAL_STATE
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# A stored tick as the state keeps it: (event time in epoch micros, close, volume).
+Tick = tuple[int, float, int]
+# The state table's type of a list of ticks (times as epoch micros: never a timestamp read in the driver's zone).
+TICKS_TYPE = "array<struct<event_micros:long,close:double,volume:long>>"
 
 
 def utc_datetime(micros: int) -> datetime:
@@ -57,10 +67,13 @@ class Watermark:
     tail: int | None = None
     mark_last: int | None = None
     mark_tail: int | None = None
+    recent: tuple[Tick, ...] | None = None
 
-    def advance(self, first: int, newest: int, tail: int, lateness_micros: int) -> Watermark:
+    def advance(
+        self, first: int, newest: int, tail: int, lateness_micros: int, recent: tuple[Tick, ...] | None = None
+    ) -> Watermark:
         """The position after a batch that accepted ticks from `first` to `newest`; `tail` is the symbol's
-        `sma_long`-th newest tick after the batch."""
+        `sma_long`-th newest tick after the batch, `recent` the ticks from it on."""
         last = newest if self.last is None else max(self.last, newest)
         # Nothing is stored before a new symbol's first tick; None (a state from before starts were kept) means
         # the whole history, and stays so until a mark is due.
@@ -71,7 +84,22 @@ class Watermark:
             mark_last = mark_tail = None
         if mark_last is None:
             mark_last, mark_tail = last, tail
-        return Watermark(last, start, tail, mark_last, mark_tail)
+        return Watermark(last, start, tail, mark_last, mark_tail, recent)
+
+    def positions(self) -> tuple[int | None, ...]:
+        """The five times, in the order of the state table's columns (`_WATERMARK_COLUMNS`)."""
+        return (self.last, self.context_start, self.tail, self.mark_last, self.mark_tail)
+
+
+def newest_ticks(stored: Iterable[Tick], new: Iterable[Tick], length: int) -> tuple[Tick, ...]:
+    """The `length` newest of two sets of ticks, newest first (a new tick wins over a stored one at its time).
+
+    The newest `length` of a union lie within the newest `length` of each part, so a symbol's `recent` ticks
+    after a batch follow from its `recent` before it and the batch's own newest ticks, late ones included.
+    """
+    by_time = {tick[0]: tick for tick in stored}
+    by_time.update((tick[0], tick) for tick in new)
+    return tuple(sorted(by_time.values(), key=lambda tick: tick[0], reverse=True)[:length])
 
 
 @dataclass(frozen=True)
@@ -123,15 +151,23 @@ def load_state(spark: SparkSession, path: str) -> tuple[dict[str, SymbolState], 
     def optional(column: str) -> Column:
         return F.unix_micros(F.col(column)).alias(column) if column in table.columns else F.lit(None).alias(column)
 
+    def optional_ticks(column: str) -> Column:
+        return F.col(column) if column in table.columns else F.lit(None).cast(TICKS_TYPE).alias(column)
+
     rows = table.select(
         "symbol",
         "batch_id",
         *settings_columns,
         *[optional(f"{prefix}{column}_time") for prefix in ("", "previous_") for column in _WATERMARK_COLUMNS],
+        optional_ticks("recent_ticks"),
+        optional_ticks("previous_recent_ticks"),
     ).collect()
 
     def watermark(row: Row, prefix: str) -> Watermark:
-        return Watermark(*(row[f"{prefix}{column}_time"] for column in _WATERMARK_COLUMNS))
+        ticks = row[f"{prefix}recent_ticks"]
+        recent = None if ticks is None else tuple((t.event_micros, t.close, t.volume) for t in ticks)
+        times = [row[f"{prefix}{column}_time"] for column in _WATERMARK_COLUMNS]
+        return replace(Watermark(*times), recent=recent)
 
     states = {row.symbol: SymbolState(watermark(row, ""), watermark(row, "previous_"), row.batch_id) for row in rows}
     settings = {
@@ -207,8 +243,10 @@ def state_frame(spark: SparkSession, states: dict[str, SymbolState], settings: S
             settings.sma_short,
             settings.sma_long,
             settings.allowed_lateness_seconds,
-            *astuple(state.now),
-            *astuple(state.previous),
+            *state.now.positions(),
+            *state.previous.positions(),
+            _ticks_value(state.now.recent),
+            _ticks_value(state.previous.recent),
         )
         for symbol, state in sorted(states.items())
     ]
@@ -216,7 +254,8 @@ def state_frame(spark: SparkSession, states: dict[str, SymbolState], settings: S
     frame = spark.createDataFrame(
         rows,
         "symbol string, batch_id long, sma_short int, sma_long int, allowed_lateness_seconds long, "
-        + ", ".join(f"{column} long" for column in watermark_columns),
+        + ", ".join(f"{column} long" for column in watermark_columns)
+        + f", recent_ticks {TICKS_TYPE}, previous_recent_ticks {TICKS_TYPE}",
     )
     return frame.select(
         "symbol",
@@ -225,4 +264,10 @@ def state_frame(spark: SparkSession, states: dict[str, SymbolState], settings: S
         "sma_long",
         "allowed_lateness_seconds",
         *[F.timestamp_micros(column).alias(f"{column}_time") for column in watermark_columns],
+        "recent_ticks",
+        "previous_recent_ticks",
     ).select(*SIGNAL_STATE.schema.fieldNames())
+
+
+def _ticks_value(ticks: tuple[Tick, ...] | None) -> list[tuple[int, float, int]] | None:
+    return None if ticks is None else [(int(micros), float(close), int(volume)) for micros, close, volume in ticks]

@@ -131,6 +131,11 @@ PIPELINE_METRICS = TableSpec(
 # Internal bookkeeping of the streaming job (not registered in Glue): per symbol, the newest event time seen and
 # where the context needed to recompute late ticks starts, with the settings it was built for. Bounded: one row
 # per symbol; rewritten whole by every batch (idempotently, like the appends).
+# The newest stored ticks of a symbol in the state (times as epoch micros).
+_TICK_LIST = T.ArrayType(
+    _fields(("event_micros", T.LongType(), True), ("close", T.DoubleType(), True), ("volume", T.LongType(), True))
+)
+
 SIGNAL_STATE = TableSpec(
     name="_signal_state",
     schema=_fields(
@@ -149,6 +154,8 @@ SIGNAL_STATE = TableSpec(
         ("previous_mark_last_time", T.TimestampType(), True),
         ("mark_tail_time", T.TimestampType(), True),
         ("previous_mark_tail_time", T.TimestampType(), True),
+        ("recent_ticks", _TICK_LIST, True),
+        ("previous_recent_ticks", _TICK_LIST, True),
     ),
     partition_by=(),
     description="Per-symbol watermark and the bounds of a recomputation's stored ticks, with the settings they "

@@ -8,16 +8,17 @@ from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs.pipeline.state import Watermark
+from jobs.pipeline.state import Watermark, newest_ticks
 from jobs.pipeline.transforms.batch import (
+    batch_summary,
     classify_duplicates,
     classify_records,
     flag_too_late,
     per_symbol_time,
     recomputed_signals,
     signal_changes,
-    tail_starts,
 )
+from jobs.pipeline.transforms.batch import newest_ticks as newest_ticks_of
 from jobs.pipeline.transforms.signals import compute_signals
 
 T0 = datetime(2026, 11, 24, 9, 0, 0)
@@ -136,17 +137,62 @@ def test_a_record_beyond_the_lateness_is_too_late_even_on_a_stored_key(spark: Sp
     assert reasons == {20: "too_late", 21: "too_late", 22: None, 23: "conflicting_duplicate", 24: "bad_type"}
 
 
-def test_tail_starts_at_the_long_window_of_the_newest_ticks(spark: SparkSession) -> None:
+def test_newest_ticks_of_a_context_are_the_long_window_newest_first(spark: SparkSession) -> None:
     context = spark.createDataFrame(
-        [("AAA", _t(m), 1.0, 1) for m in (0, 1, 2, 4, 5, 9, 7)] + [("BBB", _t(m), 1.0, 1) for m in range(2)],
+        [("AAA", _t(m), float(m), m) for m in (0, 1, 2, 4, 5, 9, 7)] + [("BBB", _t(m), 1.5, 3) for m in range(2)],
         schema="symbol string, event_time timestamp, close double, volume long",
     )
-    expected = spark.createDataFrame(
-        # AAA's three newest: minutes 9, 7 and 5; BBB has fewer than three: its earliest
-        [("AAA", _t(5)), ("BBB", _t(0))],
-        schema="symbol string, tail_time timestamp",
+    rows = {row.symbol: [tuple(tick) for tick in row.ticks] for row in newest_ticks_of(context, 3).collect()}
+    # AAA's three newest: minutes 9, 7 and 5; BBB has fewer than three: all of them
+    assert rows == {
+        "AAA": [(_micros(9), 9.0, 9), (_micros(7), 7.0, 7), (_micros(5), 5.0, 5)],
+        "BBB": [(_micros(1), 1.5, 3), (_micros(0), 1.5, 3)],
+    }
+
+
+def test_the_newest_ticks_after_a_batch_follow_from_the_state_and_the_batch_alone() -> None:
+    stored = ((_micros(9), 9.0, 9), (_micros(7), 7.0, 7), (_micros(5), 5.0, 5))
+    # In order: the batch's newest push the oldest stored ones out.
+    assert newest_ticks(stored, [(_micros(11), 11.0, 1), (_micros(10), 10.0, 1)], 3) == (
+        (_micros(11), 11.0, 1),
+        (_micros(10), 10.0, 1),
+        (_micros(9), 9.0, 9),
     )
-    assert_df_equality(tail_starts(context, 3), expected, ignore_row_order=True, ignore_nullable=True)
+    # A late tick lands in the middle; one older than all three changes nothing.
+    assert newest_ticks(stored, [(_micros(8), 8.0, 2), (_micros(1), 1.0, 2)], 3) == (
+        (_micros(9), 9.0, 9),
+        (_micros(8), 8.0, 2),
+        (_micros(7), 7.0, 7),
+    )
+    # A young symbol keeps everything it has.
+    assert newest_ticks((), [(_micros(2), 2.0, 2)], 3) == ((_micros(2), 2.0, 2),)
+
+
+def test_batch_summary_counts_outcomes_and_bounds_candidates_per_symbol(spark: SparkSession) -> None:
+    classified = spark.createDataFrame(
+        [
+            ("AAA", _t(5), 5.0, 50, _t(6), "accept"),
+            ("AAA", _t(3), 3.0, 30, _t(6), "accept"),
+            ("AAA", _t(4), 4.0, 40, _t(6), "accept"),
+            ("AAA", _t(1), 1.0, 10, _t(6), "duplicate"),
+            ("BBB", _t(2), 2.0, 20, _t(9), "too_late"),
+            (None, None, None, None, _t(6), "not_json"),
+            ("CCC", None, None, None, _t(6), "bad_timestamp"),
+        ],
+        schema="symbol string, event_time timestamp, close double, volume long, ingest_time timestamp, outcome string",
+    )
+    rows = {
+        (row.outcome, row.symbol): (row.records, row.first_micros, row.last_micros, row.max_lag_ms, row.newest_ticks)
+        for row in batch_summary(classified, 2).collect()
+    }
+    ticks = [(_micros(5), 5.0, 50), (_micros(4), 4.0, 40)]
+    assert rows == {
+        ("accept", "AAA"): (3, _micros(3), _micros(5), 180_000, ticks),
+        ("duplicate", "AAA"): (1, _micros(1), _micros(1), 300_000, []),
+        ("too_late", "BBB"): (1, _micros(2), _micros(2), 420_000, []),
+        ("not_json", None): (1, None, None, None, []),
+        ("bad_timestamp", None): (1, None, None, None, []),
+    }
 
 
 MINUTE = 60_000_000

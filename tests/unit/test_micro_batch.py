@@ -6,6 +6,7 @@ commit), it writes nothing twice; a fault injected between the writes and a retr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -216,3 +217,58 @@ def test_a_batch_reads_only_the_stored_ticks_its_new_ticks_need(spark: SparkSess
     processor(_records(spark, [("AAA", _tick("AAA", 29.5)), ("AAA", _tick("AAA", 40))], 41), 3)
     assert spark.read.format("delta").load(config.table_path("signals")).where("revision > 0").count() > 0
     _assert_signals_equal_recomputation(spark, config)
+
+
+def _newest_stored(spark: SparkSession, config: AppConfig, symbol: str) -> tuple[tuple[int, float, int], ...]:
+    rows = (
+        spark.read.format("delta")
+        .load(config.table_path("ticks"))
+        .where(F.col("symbol") == symbol)
+        .select(F.unix_micros("event_time").alias("micros"), "close", "volume")
+        .orderBy(F.desc("micros"))
+        .limit(config.signals.sma_long)
+        .collect()
+    )
+    return tuple((row.micros, row.close, row.volume) for row in rows)
+
+
+def test_the_state_holds_each_symbols_newest_stored_ticks_so_in_order_ticks_read_no_ticks_table(
+    spark: SparkSession, config: AppConfig
+) -> None:
+    """After every batch (in order, late, a retried one, a state without them), the state's newest ticks are the
+    newest rows of `ticks`; the context of ticks after the watermark is built from them, with no Delta scan."""
+    ensure_tables(spark, config)
+    processor = SignalBatchProcessor(spark, config, checkpoint="unused", app_id="held-app")
+    processor(_records(spark, [("AAA", _tick("AAA", m)) for m in range(3)], 0), 0)
+    assert processor.states["AAA"].now.recent == _newest_stored(spark, config, "AAA")  # fewer than sma_long
+    processor(_records(spark, [("AAA", _tick("AAA", m)) for m in range(3, 9)] + [("BBB", _tick("BBB", 1))], 3), 1)
+    late = [("AAA", _tick("AAA", 7.5)), ("AAA", _tick("AAA", 2.5)), ("BBB", _tick("BBB", 0))]
+    processor(_records(spark, late, 10), 2)
+    for symbol in ("AAA", "BBB"):
+        assert processor.states[symbol].now.recent == _newest_stored(spark, config, symbol)
+    # The retry of batch 2 starts from the state before it, and ends with the same.
+    after = processor.states["AAA"]
+    processor(_records(spark, late, 10), 2)
+    assert processor.states["AAA"] == after
+
+    before = processor.states["AAA"].before(3)
+    context = processor._context({"AAA": Accepted(_micros(9), _micros(10), 2)}, {"AAA": before})
+    plan = context._jdf.queryExecution().optimizedPlan().toString()
+    assert "delta" not in plan.lower() and "parquet" not in plan.lower(), plan
+    held = sorted(
+        (row.micros, row.close, row.volume)
+        for row in context.select(F.unix_micros("event_time").alias("micros"), "close", "volume").collect()
+    )
+    assert held == sorted(_newest_stored(spark, config, "AAA"))
+
+    # A state written before the newest ticks were kept: the next batch reads them from `ticks` once.
+    processor.states["AAA"] = dataclasses.replace(
+        processor.states["AAA"], now=dataclasses.replace(processor.states["AAA"].now, recent=None)
+    )
+    processor(_records(spark, [("AAA", _tick("AAA", 9)), ("AAA", _tick("AAA", 10))], 13), 3)
+    assert processor.states["AAA"].now.recent == _newest_stored(spark, config, "AAA")
+    _assert_signals_equal_recomputation(spark, config)
+
+    # A restarted driver loads the same state from `_signal_state`.
+    restarted = SignalBatchProcessor(spark, config, checkpoint="unused", app_id="held-app")
+    assert restarted.states == processor.states

@@ -2,8 +2,8 @@
 
 Each function takes and returns DataFrames; reading and writing Delta happens in jobs.pipeline.micro_batch.
 The micro-batch runs them in this order: classify_records (parse rejects, too_late, duplicates) -> batch_summary
-(the counts the driver needs) -> recomputed_signals over the context -> split_new_rows / signal_changes -> tail_starts
-(for the state, jobs.pipeline.state).
+(the counts, bounds and newest ticks the driver needs) -> recomputed_signals over the context -> split_new_rows /
+signal_changes (newest_ticks only for a state written before it kept them: jobs.pipeline.state).
 """
 
 from __future__ import annotations
@@ -157,17 +157,15 @@ def signal_changes(recomputed: DataFrame, stored: DataFrame, batch_id: int | Non
     )
 
 
-def tail_starts(context: DataFrame, length: int) -> DataFrame:
-    """Per symbol of `context`, the event time of its `length`-th newest tick (`tail_time`), or of its earliest
-    when it has fewer: the stored ticks a recomputation from any later tick needs start there."""
-    newest_first = Window.partitionBy("symbol").orderBy(F.desc("event_time"))
-    return (
-        context.select("symbol", "event_time")
-        .withColumn("rank", F.row_number().over(newest_first))
-        .where(F.col("rank") <= length)
-        .groupBy("symbol")
-        .agg(F.min("event_time").alias("tail_time"))
-    )
+def newest_ticks(context: DataFrame, length: int) -> DataFrame:
+    """Per symbol of `context`, its `length` newest ticks, newest first (`ticks`: event_micros, close, volume)."""
+    return context.groupBy("symbol").agg(_newest(F.lit(True), length).alias("ticks"))
+
+
+def _newest(condition: Column, length: int) -> Column:
+    """The `length` newest ticks among the group's rows where `condition` holds, newest first (an aggregate)."""
+    tick = F.struct(F.unix_micros("event_time").alias("event_micros"), "close", "volume")
+    return F.slice(F.sort_array(F.collect_list(F.when(condition, tick)), asc=False), 1, length)
 
 
 def classify_records(
@@ -208,27 +206,24 @@ def classify_records(
     return rejected.unionByName(judged)
 
 
-def candidate_ranges(parsed: DataFrame) -> DataFrame:
-    """Per symbol of the valid records: the earliest event time (epoch microseconds, time-zone free)."""
-    return (
-        parsed.where(F.col("reject_reason").isNull())
-        .groupBy("symbol")
-        .agg(F.min(F.unix_micros("event_time")).alias("first_micros"))
-    )
+CANDIDATE_OUTCOMES = (ACCEPT, DUPLICATE, CONFLICT, TOO_LATE)
 
 
-def batch_summary(classified: DataFrame) -> DataFrame:
+def batch_summary(classified: DataFrame, newest_length: int) -> DataFrame:
     """What the driver needs after classification, in one small aggregation.
 
-    Per outcome (and per symbol for accepted ticks): the count, the accepted ticks' earliest and newest event
-    time (epoch microseconds) and their largest lag from event time to ingestion (milliseconds).
+    Per outcome, and per symbol for the records that passed parsing: the count, the earliest and newest event
+    time (epoch microseconds), the largest lag from event time to ingestion (milliseconds) and, for accepted
+    ticks, the `newest_length` newest (event_micros, close, volume), newest first. A parse reject's group has
+    no symbol.
     """
-    accepted = F.col("outcome") == ACCEPT
-    return classified.groupBy("outcome", F.when(accepted, F.col("symbol")).alias("symbol")).agg(
+    candidate = F.col("outcome").isin(*CANDIDATE_OUTCOMES)
+    return classified.groupBy("outcome", F.when(candidate, F.col("symbol")).alias("symbol")).agg(
         F.count(F.lit(1)).alias("records"),
-        F.min(F.when(accepted, F.unix_micros("event_time"))).alias("first_micros"),
-        F.max(F.when(accepted, F.unix_micros("event_time"))).alias("last_micros"),
-        F.max(F.when(accepted, F.unix_millis("ingest_time") - F.unix_millis("event_time"))).alias("max_lag_ms"),
+        F.min(F.when(candidate, F.unix_micros("event_time"))).alias("first_micros"),
+        F.max(F.when(candidate, F.unix_micros("event_time"))).alias("last_micros"),
+        F.max(F.when(candidate, F.unix_millis("ingest_time") - F.unix_millis("event_time"))).alias("max_lag_ms"),
+        _newest(F.col("outcome") == ACCEPT, newest_length).alias("newest_ticks"),
     )
 
 
