@@ -403,9 +403,12 @@ class SignalBatchProcessor:
         """Recompute the affected symbols' signals, publish and upsert them, and advance the state."""
         signals_config = self.config.signals
         new_ticks = classified.where(F.col("outcome") == ACCEPT).select(*_TICK_COLUMNS)
-        context = self._context(accepted, watermarks).unionByName(new_ticks)
-        # On a retried batch the stored ticks already hold this batch's own: one row per key.
-        context = context.dropDuplicates(["symbol", "event_time"]).persist()
+        stored, read_ticks = self._context(accepted, watermarks)
+        context = stored.unionByName(new_ticks)
+        if read_ticks:
+            # On a retried batch the stored ticks already hold this batch's own: one row per key. (The state's
+            # ticks lie at or before the watermark, before every new tick, on a retry too: nothing to drop.)
+            context = context.dropDuplicates(["symbol", "event_time"]).persist()
         try:
             recompute_from = per_symbol_time({symbol: item.first for symbol, item in accepted.items()})
             recomputed = recomputed_signals(context, recompute_from, signals_config.sma_short, signals_config.sma_long)
@@ -543,10 +546,11 @@ class SignalBatchProcessor:
             .where(F.col("event_time").between(lowest, highest))
         )
 
-    def _context(self, accepted: dict[str, Accepted], watermarks: dict[str, Watermark]) -> DataFrame:
+    def _context(self, accepted: dict[str, Accepted], watermarks: dict[str, Watermark]) -> tuple[DataFrame, bool]:
         """Stored ticks of the affected symbols, each from the bound its new ticks need (jobs.pipeline.state):
         the state's newest ticks when they all follow its newest stored tick (no read), else `ticks` from the
-        context start (or the earliest new tick, or the tail of a state that holds no ticks)."""
+        context start (or the earliest new tick, or the tail of a state that holds no ticks); and whether
+        `ticks` is read."""
         held: list[tuple[str, int, float, int]] = []
         lower: dict[str, int] = {}
         for symbol, item in accepted.items():
@@ -574,7 +578,7 @@ class SignalBatchProcessor:
                 & F.col("symbol").isin(group)
             )
             parts.append(scan.where(F.col("event_time") >= per_symbol_time(lower)).select(*_TICK_COLUMNS))
-        return reduce(DataFrame.unionByName, parts)
+        return reduce(DataFrame.unionByName, parts), len(parts) > 1
 
     # ------------------------------------------------------------------ writes
 

@@ -259,3 +259,15 @@ def test_signal_changes_new_corrected_and_unchanged(spark: SparkSession) -> None
         schema="event_time timestamp, revision int, is_new boolean, sma_long double",
     )
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_per_symbol_time_looks_up_any_symbol_text_exactly(spark: SparkSession) -> None:
+    odd = ["AAA", "it's", "back\\slash", "quote'\\'", "ünï", "SYM.1-_"]
+    times: dict[str, int | None] = {symbol: _micros(i) for i, symbol in enumerate(odd)}
+    times["none"] = None
+    rows = spark.createDataFrame([(symbol,) for symbol in [*odd, "none", "absent"]], "symbol string")
+    looked_up = {
+        row.symbol: row.micros
+        for row in rows.select("symbol", F.unix_micros(per_symbol_time(times)).alias("micros")).collect()
+    }
+    assert looked_up == {**{symbol: _micros(i) for i, symbol in enumerate(odd)}, "none": None, "absent": None}

@@ -201,7 +201,7 @@ def test_a_batch_reads_only_the_stored_ticks_its_new_ticks_need(spark: SparkSess
     before = processor.states["AAA"].before(1)  # as batch 1 sees it
 
     def read(first: float, last: float, count: int) -> list[int]:
-        context = processor._context({"AAA": Accepted(_micros(first), _micros(last), count)}, {"AAA": before})
+        context, _ = processor._context({"AAA": Accepted(_micros(first), _micros(last), count)}, {"AAA": before})
         return sorted(row[0] for row in context.select(F.unix_micros("event_time")).collect())
 
     assert read(30, 31, 2) == [_micros(m) for m in range(26, 30)]  # sma_long = 4
@@ -252,7 +252,8 @@ def test_the_state_holds_each_symbols_newest_stored_ticks_so_in_order_ticks_read
     assert processor.states["AAA"] == after
 
     before = processor.states["AAA"].before(3)
-    context = processor._context({"AAA": Accepted(_micros(9), _micros(10), 2)}, {"AAA": before})
+    context, read_ticks = processor._context({"AAA": Accepted(_micros(9), _micros(10), 2)}, {"AAA": before})
+    assert not read_ticks
     plan = context._jdf.queryExecution().optimizedPlan().toString()
     assert "delta" not in plan.lower() and "parquet" not in plan.lower(), plan
     held = sorted(
