@@ -1,0 +1,62 @@
+"""The warm-up of a continuous run: the whole job on synthetic batches, with no trace in the job's tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from jobs.pipeline.config import AppConfig, with_overrides
+from jobs.pipeline.delta_io import ensure_tables
+from jobs.pipeline.tables import ALL_TABLES
+from jobs.pipeline.warm_up import SCRATCH_FOLDER, scratch_config, synthetic_batches, warm_up
+
+
+def _versions(spark: SparkSession, config: AppConfig) -> dict[str, int]:
+    from delta.tables import DeltaTable
+
+    return {
+        spec.name: DeltaTable.forPath(spark, config.table_path(spec.name)).history(1).first()["version"]  # type: ignore[index]
+        for spec in ALL_TABLES
+    }
+
+
+def test_the_warm_up_runs_every_step_on_scratch_tables_and_leaves_nothing(
+    spark: SparkSession, local_config: AppConfig, tmp_path: Path
+) -> None:
+    config = with_overrides(local_config, [f"storage.root={tmp_path / 'delta'}", "kafka.publish_signals=true"])
+    ensure_tables(spark, config)
+    before = _versions(spark, config)
+
+    seconds = warm_up(spark, config)
+
+    assert seconds > 0
+    assert _versions(spark, config) == before  # the job's own tables: not one commit
+    assert not (tmp_path / "delta" / SCRATCH_FOLDER).exists()
+    assert sorted(path.name for path in (tmp_path / "delta").iterdir()) == sorted(spec.name for spec in ALL_TABLES)
+
+
+def test_the_scratch_run_has_no_outside_effect(local_config: AppConfig, tmp_path: Path) -> None:
+    config = with_overrides(
+        local_config,
+        [f"storage.root={tmp_path}", "kafka.publish_signals=true", "stream.register_catalog=true"],
+    )
+    scratch = scratch_config(config, "abc")
+    assert scratch.table_path("ticks") == f"{tmp_path}/{SCRATCH_FOLDER}/abc/ticks"
+    assert not scratch.kafka.publish_signals and not scratch.stream.register_catalog
+    assert scratch.stream.compact_every_batches == 0
+
+
+def test_the_synthetic_batches_reach_every_outcome_and_a_late_tick(
+    spark: SparkSession, local_config: AppConfig
+) -> None:
+    from datetime import UTC, datetime
+
+    from jobs.pipeline.transforms.parse import parse_records
+
+    first, second = synthetic_batches(spark, 21, datetime.now(UTC))
+    parsed = parse_records(first, 4096, "UTC")
+    assert parsed.where("reject_reason = 'not_json'").count() == 1
+    assert first.count() == 2 * 23 + 2  # full windows for two symbols, a re-send, a reject
+    times = [row.event_time for row in parse_records(second, 4096, "UTC").collect()]
+    assert times[-1] < max(times)  # the last record is late
