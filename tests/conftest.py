@@ -7,6 +7,7 @@ port, only when a test asks for it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from pyspark.sql import SparkSession
 from jobs.devstack.services import ServiceHandle, free_port, start_kafka, start_moto, stop_process
 from jobs.pipeline.config import AppConfig, load_config, with_overrides
 from jobs.pipeline.spark_session import build_spark
+
+WARM_UP_ENV = "MARKET_SIGNALS_STREAM__WARM_UP"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_CSV = REPO_ROOT.parent / "shared" / "reference" / "athena_signal_output.csv"
@@ -38,6 +41,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             offenders.append(f"{item.nodeid} uses {sorted(used)}")
     if offenders:
         raise pytest.UsageError("unit tests need no services; move these to tests/integration: " + "; ".join(offenders))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_warm_up() -> Iterator[None]:
+    """Continuous runs of the job skip the warm-up (~20-30 s each on 2 cores), in this process and in every job it
+    starts; tests/unit/test_warm_up.py and the SIGTERM test of test_stream_cli.py run it."""
+    previous = os.environ.get(WARM_UP_ENV)
+    os.environ[WARM_UP_ENV] = "false"
+    yield
+    if previous is None:
+        os.environ.pop(WARM_UP_ENV, None)
+    else:
+        os.environ[WARM_UP_ENV] = previous
 
 
 @pytest.fixture(scope="session")

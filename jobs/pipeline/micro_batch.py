@@ -165,8 +165,10 @@ class SignalBatchProcessor:
         checkpoint: str,
         app_id: str | None = None,
         fault_hook: FaultHook | None = None,
+        batch_log: logging.Logger = log,
     ) -> None:
         self.spark = spark
+        self._batch_log = batch_log
         self.config = config
         self.checkpoint = checkpoint
         self.paths = {spec.name: config.table_path(spec.name) for spec in ALL_TABLES}
@@ -293,7 +295,9 @@ class SignalBatchProcessor:
             every = self.config.stream.compact_every_batches
             if every and self._batches_with_ticks % every == 0:
                 self.compact_settled(states)
-        log.info(json.dumps({"event": "batch", **outcome.as_row(), "steps_ms": self._steps_ms}, default=str))
+        self._batch_log.info(
+            json.dumps({"event": "batch", **outcome.as_row(), "steps_ms": self._steps_ms}, default=str)
+        )
 
     def _submit(self, write: Callable[..., T], *args: Any) -> Future[T]:
         return self._writers.submit(write, *args)

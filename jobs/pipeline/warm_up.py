@@ -69,7 +69,10 @@ def warm_up(spark: SparkSession, config: AppConfig) -> float:
     started = time.monotonic()
     run_id = uuid.uuid4().hex
     scratch = scratch_config(config, run_id)
-    processor = SignalBatchProcessor(spark, scratch, checkpoint="unused", app_id=f"warm-up-{run_id}")
+    # Its batches are not the job's: their log lines stay out of the job's per-batch log.
+    quiet = logging.getLogger("stream_signals.warm_up")
+    quiet.setLevel(logging.WARNING)
+    processor = SignalBatchProcessor(spark, scratch, checkpoint="unused", app_id=f"warm-up-{run_id}", batch_log=quiet)
     try:
         ensure_tables(spark, scratch)
         for batch_id, batch in enumerate(synthetic_batches(spark, config.signals.sma_long, datetime.now(UTC))):

@@ -218,6 +218,8 @@ def start_stream_job(plan: Plan, processes: Processes) -> Started:
         "jobs.stream_signals",
         "--config",
         str(plan.config_path),
+        # A two-minute demo gains nothing from the warm-up (it pays off over a long run): start reading at once.
+        "--set=stream.warm_up=false",
         *_set_args(plan.overrides),
         "--timeout",
         str(int(timeout)),
