@@ -198,11 +198,22 @@ def test_late_ticks_correct_the_rows_after_them(spark, make_config, kafka_broker
     assert [[row[name].replace(tzinfo=None) for name in times] for row in state] == [
         [naive(34), naive(30), naive(0), naive(29), naive(25)]
     ]
+    # ... and the tail's ticks themselves, newest first, as stored in `ticks`.
+    stored = {
+        row.event_time.replace(tzinfo=None): (row.close, row.volume) for row in _table(spark, config, "ticks").collect()
+    }
+    held = [(tick.event_micros, tick.close, tick.volume) for tick in state[0].recent_ticks]
+    assert [micros for micros, _, _ in held] == [_utc_micros(naive(m)) for m in range(34, 29, -1)]
+    assert [(close, volume) for _, close, volume in held] == [stored[naive(m)] for m in range(34, 29, -1)]
     # Batch 3: another late tick inside the horizon.
     produce(topic, [v1("AAA", 35), v1("AAA", 25.5, close=150.0, volume=5000)])
     run(spark, config, once=True, timeout_seconds=300)
     _assert_signals_equal_recomputation(spark, config)
     assert _table(spark, config, "ticks").count() == 36
+
+
+def _utc_micros(naive_utc: datetime) -> int:
+    return int(naive_utc.replace(tzinfo=UTC).timestamp() * 1_000_000)
 
 
 @pytest.mark.parametrize("bucket", ["stream-lake"])
