@@ -126,7 +126,8 @@ class StreamConfig(_Section):
     register_catalog: bool = False
     # A continuous run first runs two synthetic micro-batches through the whole job against scratch tables under
     # storage.root/_warm_up (removed after), so its first real batches do not pay code generation and JIT warm-up
-    # (~10 s on 2 cores) while ticks wait. --once runs skip it (their one batch pays the same either way).
+    # (a fresh driver's first batches take 2-4x a warm one) while ticks wait. --once runs skip it (their one batch
+    # pays the same either way).
     warm_up: bool = True
 
     @field_validator("source_timezone")
