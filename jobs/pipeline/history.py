@@ -14,6 +14,7 @@ from jobs.pipeline.config import AppConfig
 from jobs.pipeline.delta_io import ensure_tables
 from jobs.pipeline.state import StateSettings, SymbolState, Watermark, rebuild_context_starts, state_frame
 from jobs.pipeline.tables import SIGNAL_STATE, SIGNALS, TICKS
+from jobs.pipeline.transforms.batch import newest_ticks as newest_ticks_of
 from jobs.pipeline.transforms.parse import utc_date
 from jobs.pipeline.transforms.signals import compute_signals
 
@@ -68,12 +69,17 @@ def seed_history(spark: SparkSession, config: AppConfig, ticks: DataFrame) -> in
         ).select(*SIGNALS.schema.fieldNames()).write.format("delta").mode("append").save(
             config.table_path(SIGNALS.name)
         )
-        newest = prepared.groupBy("symbol").agg(F.max(F.unix_micros("event_time")).alias("last")).collect()
+        # Each symbol's sma_long newest ticks, newest first: its watermark, tail and held ticks, as a batch leaves them.
+        newest = newest_ticks_of(prepared, signals.sma_long).collect()
         count = prepared.count()
     finally:
         prepared.unpersist()
     settings = StateSettings.of(signals)
-    states = {row.symbol: SymbolState(Watermark(last=row.last), Watermark(), HISTORY_BATCH_ID) for row in newest}
+    states = {}
+    for row in newest:
+        recent = tuple((tick.event_micros, tick.close, tick.volume) for tick in row.ticks)
+        now = Watermark(last=recent[0][0], tail=recent[-1][0], recent=recent)
+        states[row.symbol] = SymbolState(now, Watermark(), HISTORY_BATCH_ID)
     states = rebuild_context_starts(
         spark, spark.read.format("delta").load(config.table_path(TICKS.name)), states, settings
     )
