@@ -12,7 +12,14 @@ from pyspark.sql import functions as F
 
 from jobs.pipeline.config import AppConfig
 from jobs.pipeline.delta_io import ensure_tables
-from jobs.pipeline.state import StateSettings, SymbolState, Watermark, rebuild_context_starts, state_frame
+from jobs.pipeline.state import (
+    StateSettings,
+    SymbolState,
+    Watermark,
+    rebuild_context_starts,
+    state_frame,
+    ticks_of,
+)
 from jobs.pipeline.tables import SIGNAL_STATE, SIGNALS, TICKS
 from jobs.pipeline.transforms.batch import newest_ticks as newest_ticks_of
 from jobs.pipeline.transforms.parse import utc_date
@@ -77,7 +84,7 @@ def seed_history(spark: SparkSession, config: AppConfig, ticks: DataFrame) -> in
     settings = StateSettings.of(signals)
     states = {}
     for row in newest:
-        recent = tuple((tick.event_micros, tick.close, tick.volume) for tick in row.ticks)
+        recent = ticks_of(row.ticks)
         now = Watermark(last=recent[0][0], tail=recent[-1][0], recent=recent)
         states[row.symbol] = SymbolState(now, Watermark(), HISTORY_BATCH_ID)
     states = rebuild_context_starts(

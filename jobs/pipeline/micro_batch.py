@@ -54,6 +54,7 @@ from jobs.pipeline.state import (
     newest_ticks,
     rebuild_context_starts,
     state_frame,
+    ticks_of,
     timestamp_literal,
     utc_day,
 )
@@ -380,8 +381,9 @@ class SignalBatchProcessor:
         for row in summary:
             outcome.records_read += row.records
             if row.outcome == ACCEPT:
-                newest = tuple((tick.event_micros, tick.close, tick.volume) for tick in row.newest_ticks)
-                accepted[row.symbol] = Accepted(row.first_micros, row.last_micros, row.records, newest)
+                accepted[row.symbol] = Accepted(
+                    row.first_micros, row.last_micros, row.records, ticks_of(row.newest_ticks)
+                )
                 if row.max_lag_ms is not None:
                     lags.append(row.max_lag_ms)
             elif row.outcome == DUPLICATE:
@@ -495,9 +497,7 @@ class SignalBatchProcessor:
         from_context: dict[str, tuple[Tick, ...]] = {}
         if unknown:
             rows = newest_ticks_of(context.where(F.col("symbol").isin(unknown)), length).collect()
-            from_context = {
-                row.symbol: tuple((tick.event_micros, tick.close, tick.volume) for tick in row.ticks) for row in rows
-            }
+            from_context = {row.symbol: ticks_of(row.ticks) for row in rows}
         updated = dict(states)
         for symbol, item in accepted.items():
             before = watermarks.get(symbol, Watermark())
@@ -574,6 +574,7 @@ class SignalBatchProcessor:
                 "symbol", F.timestamp_micros("event_micros").alias("event_time"), "close", "volume"
             )
         ]
+        lowest = per_symbol_time(lower)
         for group in _groups_by_start(lower, _MIN_CONTEXT_GAP_MICROS):
             first = min(lower[symbol] for symbol in group)
             scan = self._table(TICKS.name).where(
@@ -581,7 +582,7 @@ class SignalBatchProcessor:
                 & (F.col("event_time") >= timestamp_literal(first))
                 & F.col("symbol").isin(group)
             )
-            parts.append(scan.where(F.col("event_time") >= per_symbol_time(lower)).select(*_TICK_COLUMNS))
+            parts.append(scan.where(F.col("event_time") >= lowest).select(*_TICK_COLUMNS))
         return reduce(DataFrame.unionByName, parts), len(parts) > 1
 
     # ------------------------------------------------------------------ writes

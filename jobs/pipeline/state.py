@@ -91,6 +91,11 @@ class Watermark:
         return (self.last, self.context_start, self.tail, self.mark_last, self.mark_tail)
 
 
+def ticks_of(rows: Iterable[Row]) -> tuple[Tick, ...]:
+    """Ticks as the state keeps them, from rows of event_micros, close, volume (a `TICKS_TYPE` value)."""
+    return tuple((row.event_micros, row.close, row.volume) for row in rows)
+
+
 def newest_ticks(stored: Iterable[Tick], new: Iterable[Tick], length: int) -> tuple[Tick, ...]:
     """The `length` newest of two sets of ticks, newest first (a new tick wins over a stored one at its time).
 
@@ -165,7 +170,7 @@ def load_state(spark: SparkSession, path: str) -> tuple[dict[str, SymbolState], 
 
     def watermark(row: Row, prefix: str) -> Watermark:
         ticks = row[f"{prefix}recent_ticks"]
-        recent = None if ticks is None else tuple((t.event_micros, t.close, t.volume) for t in ticks)
+        recent = None if ticks is None else ticks_of(ticks)
         times = [row[f"{prefix}{column}_time"] for column in _WATERMARK_COLUMNS]
         return replace(Watermark(*times), recent=recent)
 

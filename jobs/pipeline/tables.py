@@ -128,14 +128,14 @@ PIPELINE_METRICS = TableSpec(
     description="One row per micro-batch: counts that reconcile (records_read = ticks + quarantined + duplicates).",
 )
 
-# Internal bookkeeping of the streaming job (not registered in Glue): per symbol, the newest event time seen and
-# where the context needed to recompute late ticks starts, with the settings it was built for. Bounded: one row
-# per symbol; rewritten whole by every batch (idempotently, like the appends).
 # The newest stored ticks of a symbol in the state (times as epoch micros).
 _TICK_LIST = T.ArrayType(
     _fields(("event_micros", T.LongType(), True), ("close", T.DoubleType(), True), ("volume", T.LongType(), True))
 )
 
+# Internal bookkeeping of the streaming job (not registered in Glue): per symbol, the newest event time seen and
+# where the context needed to recompute late ticks starts, with the settings it was built for. Bounded: one row
+# per symbol; rewritten whole by every batch (idempotently, like the appends).
 SIGNAL_STATE = TableSpec(
     name="_signal_state",
     schema=_fields(
