@@ -7,14 +7,16 @@ Starts its own Kafka broker on free ports. Then, one after the other (never at t
    --rate ticks/s for --duration s (120 symbols, seed 1, paced in real time);
 2. the stateless baseline (`python -m bench.stateless_stream`: Kafka -> from_json -> Delta append, the job's
    Spark session settings and trigger) on a second topic with the very same feed;
-3. the rate steps: the job alone on a fresh topic per rate, --step-duration s each, rising until a batch
-   takes longer than the trigger interval.
+3. the sustained-rate search: one more run of the job on a fresh topic, warmed by --step-warmup s of feed at
+   the first rate (not judged), then fed --step-duration s at each rate in turn, rising until a step is not
+   sustained. The job keeps running from step to step, as a deployed job would see a rising load.
 Latency of a tick: its Kafka timestamp (producer CreateTime) -> the first Delta commit whose added files hold
 its row, i.e. the end of the batch that made it visible: the tick's `signals` row for the job (mapped to the
 Kafka record through `ticks` and `raw_ticks` by topic/partition/offset), its `stateless_ticks` row for the
 baseline. Commit times come from the tables' transaction logs (see bench/common.py). Batch durations: the job's
-pipeline_metrics.batch_duration_ms, the baseline's triggerExecution. A rate is sustained when every batch
-after the first one that read records took no longer than the trigger interval and the job kept up.
+pipeline_metrics.batch_duration_ms, the baseline's triggerExecution. A rate is sustained when every batch that
+started during its step, after the step's first, took no longer than the trigger interval, and the job had read
+every record soon after the step (two trigger intervals).
 Target: job p99 <= 2x stateless p99.
 """
 
@@ -38,6 +40,7 @@ from bench.common import (
     config_args,
     create_topic,
     delta_row_count,
+    epoch_ms,
     feed,
     job_batches,
     job_latencies,
@@ -97,7 +100,6 @@ def run_side(
     args: argparse.Namespace,
     rate: float,
     duration: float,
-    must_catch_up: bool = True,
 ) -> SideResult:
     name = "job" if job else "stateless"
     layout = RunLayout(folder, topic=f"bench-{folder.name}", bootstrap=bootstrap, trigger=args.trigger)
@@ -127,7 +129,7 @@ def run_side(
             timeout=duration * 3 + 60,
         )
         caught_up = wait_caught_up(layout, job, int(summary["sent"]), args.catch_up_timeout, child)
-        if not caught_up and must_catch_up:
+        if not caught_up:
             raise BenchError(
                 f"{child.name} had not read all {summary['sent']:,} records {args.catch_up_timeout:.0f} s after the "
                 f"feed ended; see {child.log_file}"
@@ -145,6 +147,68 @@ def sustained(batches: pd.DataFrame, trigger_ms: float) -> tuple[bool, float]:
     warm = batches.iloc[1:] if len(batches) > 1 else batches
     longest = float(warm["batch_duration_ms"].max()) if len(warm) else float("nan")
     return bool(len(warm)) and longest <= trigger_ms, longest
+
+
+def started_between(batches: pd.DataFrame, begin_ms: float, end_ms: float) -> pd.DataFrame:
+    """The batches (job_batches rows) that started in [begin_ms, end_ms), epoch milliseconds, by batch id."""
+    started = epoch_ms(batches["batch_started_at"])
+    return batches[(started >= begin_ms) & (started < end_ms)].sort_values("batch_id")
+
+
+def rate_steps(
+    folder: Path, bootstrap: str, base_args: list[str], args: argparse.Namespace, rates: list[float], trigger_ms: float
+) -> list[tuple[float, bool, float]]:
+    """The sustained-rate search on one running job: (rate, sustained, longest judged batch ms) per step tried."""
+    layout = RunLayout(folder, topic=f"bench-{folder.name}", bootstrap=bootstrap, trigger=args.trigger)
+    config = layout.config(base_args)
+    create_topic(config, bootstrap, layout.topic)
+    child = start_job(layout, base_args)
+    steps: list[tuple[float, bool, float]] = []
+    sent = 0
+
+    def step_feed(rate: float, seconds: float, name: str) -> int:
+        summary = feed(
+            simulator_command(
+                bootstrap,
+                layout.topic,
+                base_args,
+                symbols=args.symbols,
+                rate=rate,
+                duration=seconds,
+                speed="1",
+                start="now",  # every step continues the event time where the last one ended
+                summary=layout.logs / f"simulator-{name}.json",
+            ),
+            layout.logs / f"simulator-{name}.log",
+            timeout=seconds * 3 + 60,
+        )
+        return int(summary["sent"])
+
+    with running(child):
+        startup = wait_until_started(child, layout.checkpoint_root / config.stream.checkpoint_name, args.start_timeout)
+        print(
+            f"  steps: query started after {startup:.1f} s; warm-up {args.step_warmup:.0f} s at {rates[0]:,.0f} "
+            f"ticks/s, then {args.step_duration:.0f} s per rate",
+            flush=True,
+        )
+        sent += step_feed(rates[0], args.step_warmup, "warm-up")
+        wait_caught_up(layout, True, sent, 2 * trigger_ms / 1000 + args.catch_up_timeout, child)
+        for index, rate in enumerate(rates):
+            begin_ms = time.time() * 1000
+            sent += step_feed(rate, args.step_duration, f"step{index}")
+            end_ms = time.time() * 1000
+            caught_up = wait_caught_up(layout, True, sent, 2 * trigger_ms / 1000, child)
+            ok, longest = sustained(started_between(job_batches(layout), begin_ms, end_ms), trigger_ms)
+            ok = ok and caught_up
+            steps.append((rate, ok, longest))
+            behind = "" if caught_up else ", behind the feed at its end"
+            print(
+                f"  step {rate:,.0f} ticks/s: longest batch {fmt(longest)} ms{behind} -> {'ok' if ok else 'too slow'}",
+                flush=True,
+            )
+            if not ok:
+                break
+    return steps
 
 
 def fmt(value: float) -> str:
@@ -166,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         "--steps", default="500,1000,2000,4000", help="rates (ticks/s) of the sustained-rate search, rising"
     )
     parser.add_argument("--step-duration", type=float, default=40, help="seconds of feed per rate step (default 40)")
+    parser.add_argument(
+        "--step-warmup", type=float, default=60, help="seconds of feed at the first rate before the steps (default 60)"
+    )
     parser.add_argument("--no-steps", action="store_true", help="skip the sustained-rate search")
     parser.add_argument(
         "--warmup", type=float, default=0, help="leave out ticks sent in the first S seconds of each run (default 0)"
@@ -175,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stop_on_signals()
     if args.quick:
-        args.rate, args.duration, args.steps, args.step_duration = 200, 10, "400", 10
+        args.rate, args.duration, args.steps, args.step_duration, args.step_warmup = 200, 10, "400", 10, 5
     try:
         rates = [float(item) for item in args.steps.split(",") if item.strip()]
         trigger_ms = trigger_seconds(args.trigger) * 1000
@@ -185,19 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"broker {bootstrap}; job first, then the stateless stream", flush=True)
             job = run_side(True, folder / "job", bootstrap, base_args, args, args.rate, args.duration)
             base = run_side(False, folder / "stateless", bootstrap, base_args, args, args.rate, args.duration)
-            steps: list[tuple[float, bool, float]] = []
-            if not args.no_steps:
-                for index, rate in enumerate(rates):
-                    step = run_side(
-                        True, folder / f"step{index}", bootstrap, base_args, args, rate, args.step_duration, False
-                    )
-                    ok, longest = sustained(step.batches, trigger_ms)
-                    ok = ok and step.caught_up
-                    steps.append((rate, ok, longest))
-                    outcome = "ok" if ok else "too slow"
-                    print(f"  step {rate:,.0f} ticks/s: longest warm batch {fmt(longest)} ms -> {outcome}", flush=True)
-                    if not ok:
-                        break
+            steps = [] if args.no_steps else rate_steps(folder / "steps", bootstrap, base_args, args, rates, trigger_ms)
     except (*HANDLED_ERRORS, ProducerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -426,7 +426,7 @@ def job_latencies(layout: RunLayout) -> pd.DataFrame:
     ticks = read_delta(layout.table("ticks"), ["symbol", "event_time", "topic", "partition", "offset"])
     raw = read_delta(layout.table("raw_ticks"), ["topic", "partition", "offset", "kafka_timestamp"])
     joined = signals.merge(ticks, on=["symbol", "event_time"]).merge(raw, on=["topic", "partition", "offset"])
-    joined["kafka_ms"] = _epoch_ms(joined["kafka_timestamp"])
+    joined["kafka_ms"] = epoch_ms(joined["kafka_timestamp"])
     joined["latency_ms"] = joined["visible_ms"] - joined["kafka_ms"]
     return joined[["kafka_ms", "visible_ms", "latency_ms"]]
 
@@ -438,12 +438,13 @@ def stateless_latencies(layout: RunLayout) -> pd.DataFrame:
         ["topic", "partition", "offset", "kafka_timestamp"],
         ["topic", "partition", "offset"],
     )
-    rows["kafka_ms"] = _epoch_ms(rows["kafka_timestamp"])
+    rows["kafka_ms"] = epoch_ms(rows["kafka_timestamp"])
     rows["latency_ms"] = rows["visible_ms"] - rows["kafka_ms"]
     return rows[["kafka_ms", "visible_ms", "latency_ms"]]
 
 
-def _epoch_ms(column: pd.Series) -> pd.Series:
+def epoch_ms(column: pd.Series) -> pd.Series:
+    """Timestamps (naive = UTC) as epoch milliseconds."""
     values = pd.to_datetime(column, utc=True)
     return (values - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
 

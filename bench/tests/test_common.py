@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from bench.bench_latency import sustained
+from bench.bench_latency import started_between, sustained
 from bench.bench_sql import TICKS_ARROW, build_ticks
 from bench.common import commits, first_visible, percentile, trigger_seconds
 from jobs.pipeline.tables import TICKS
@@ -74,6 +74,20 @@ def test_sustained_ignores_only_the_first_batch() -> None:
     assert sustained(durations, 5_000) == (True, 5_000.0)
     slow = pd.DataFrame({"batch_duration_ms": [1_000, 4_000, 5_001]})
     assert sustained(slow, 5_000) == (False, 5_001.0)
+
+
+def test_started_between_takes_the_batches_that_started_in_the_step() -> None:
+    batches = pd.DataFrame(
+        {
+            "batch_id": [3, 1, 2, 4],
+            "batch_started_at": pd.to_datetime(
+                ["1970-01-01 00:00:10", "1970-01-01 00:00:01", "1970-01-01 00:00:05", "1970-01-01 00:00:11"]
+            ),
+            "batch_duration_ms": [300, 100, 200, 400],
+        }
+    )
+    assert started_between(batches, 5_000, 11_000)["batch_id"].tolist() == [2, 3]
+    assert started_between(batches, 0, 1_000).empty
 
 
 def test_trigger_seconds_and_percentile() -> None:

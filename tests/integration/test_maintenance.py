@@ -25,19 +25,7 @@ def test_optimize_compacts_without_changing_rows(spark: SparkSession, make_confi
     ensure_tables(spark, config)
     path = config.table_path("pipeline_metrics")
     for batch_id in range(4):
-        row = {
-            "batch_id": batch_id,
-            "batch_started_at": datetime(2026, 11, 24, 9, batch_id),
-            "records_read": 10,
-            "ticks_written": 9,
-            "quarantined": 1,
-            "quarantined_by_reason": {"not_json": 1},
-            "duplicates": 0,
-            "signals_emitted": 9,
-            "signals_corrected": 0,
-            "batch_duration_ms": 100,
-            "max_event_time_lag_ms": 5,
-        }
+        row = _metrics_row(batch_id)
         append_once(spark.createDataFrame([row], PIPELINE_METRICS.schema), path, PIPELINE_METRICS, "test", batch_id)
     # A retried batch id writes nothing.
     append_once(spark.createDataFrame([row], PIPELINE_METRICS.schema), path, PIPELINE_METRICS, "test", 3)
