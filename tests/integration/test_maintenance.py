@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 
-from jobs.maintenance import optimize
+from jobs.maintenance import optimize, vacuum
 from jobs.pipeline.delta_io import append_once, ensure_tables
 from jobs.pipeline.tables import PIPELINE_METRICS
 
@@ -157,4 +157,24 @@ def test_vacuum_cli_removes_old_unreferenced_files_only(spark: SparkSession, mak
     assert not old_orphan.exists(), "a file no version references, older than the retention, was kept"
     assert new_orphan.exists(), "a file younger than the retention was deleted"
     assert all(file.exists() for file in referenced), "a file the table references was deleted"
+    assert _batch_ids(spark, path) == [0, 1, 2, 3]
+
+
+def test_vacuum_of_a_small_table_runs_a_few_tasks_not_thousands(spark: SparkSession, make_config) -> None:
+    """VACUUM lists the table's folders with `spark.sql.sources.parallelPartitionDiscovery.parallelism` tasks per
+    listing job, 10,000 by default: ~70,000 empty tasks and ~40 s on two cores for a table of four files. The job's
+    session settings bound it by the configured parallelism."""
+    config = make_config()
+    path = _stream_like_table(spark, config)
+    tracker = spark.sparkContext.statusTracker()
+    group = "vacuum-task-count"
+    spark.sparkContext.setJobGroup(group, "vacuum of a small table")
+    try:
+        assert vacuum(spark, config, ["pipeline_metrics"], 168) == ["pipeline_metrics"]
+    finally:
+        spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
+    stages = [stage for job in tracker.getJobIdsForGroup(group) for stage in tracker.getJobInfo(job).stageIds]
+    tasks = sum(tracker.getStageInfo(stage).numTasks for stage in stages)
+    assert stages, "VACUUM ran no Spark job"
+    assert tasks <= 100, f"VACUUM of a four-file table ran {tasks} tasks"
     assert _batch_ids(spark, path) == [0, 1, 2, 3]
