@@ -43,6 +43,7 @@ from jobs.pipeline.delta_io import ensure_tables  # noqa: E402
 from jobs.pipeline.kafka_io import KafkaUnreachable, check_kafka, read_records  # noqa: E402
 from jobs.pipeline.micro_batch import FaultHook, RunTotals, SignalBatchProcessor, StopRequested  # noqa: E402
 from jobs.pipeline.state import SettingsChanged  # noqa: E402
+from jobs.pipeline.tables import SIGNAL_STATE  # noqa: E402
 from jobs.pipeline.warm_up import warm_up  # noqa: E402
 
 log = logging.getLogger("stream_signals")
@@ -58,6 +59,8 @@ def start_query(
         sync_catalog(config)
     checkpoint = config.checkpoint_path()
     processor = SignalBatchProcessor(spark, config, checkpoint, fault_hook=fault_hook)
+    if SIGNAL_STATE.name in created:
+        processor.start_without_state()
     _ = processor.states  # loaded once, before the query starts: refuses changed window settings
     if not once and config.stream.warm_up:
         warm_up(spark, config)

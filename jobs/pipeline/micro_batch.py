@@ -208,6 +208,11 @@ class SignalBatchProcessor:
             self._states = self.load_states()
         return self._states
 
+    def start_without_state(self) -> None:
+        """Start from no per-symbol state without reading the state table: for a table this run has just created
+        (a read of it costs seconds in a fresh JVM, and finds nothing)."""
+        self._states = {}
+
     def load_states(self) -> dict[str, SymbolState]:
         """The state table, checked against the configured windows (raises SettingsChanged on a change)."""
         states, recorded = load_state(self.spark, self.paths[SIGNAL_STATE.name])
