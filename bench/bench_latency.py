@@ -231,7 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--step-duration", type=float, default=40, help="seconds of feed per rate step (default 40)")
     parser.add_argument(
-        "--step-warmup", type=float, default=60, help="seconds of feed at the first rate before the steps (default 60)"
+        "--step-warmup",
+        type=float,
+        default=300,
+        help="seconds of feed at the first rate before the steps (default 300, the soak's warm-up)",
     )
     parser.add_argument("--no-steps", action="store_true", help="skip the sustained-rate search")
     parser.add_argument(
