@@ -92,6 +92,34 @@ def wait_caught_up(layout: RunLayout, job: bool, expected: int, timeout: float, 
     return False
 
 
+def paced_feed(
+    layout: RunLayout,
+    base_args: list[str],
+    args: argparse.Namespace,
+    rate: float,
+    seconds: float,
+    name: str,
+    start: str | None = None,
+) -> dict:
+    """The simulator at `rate` ticks/s for `seconds`, paced in real time, into the layout's topic; its summary.
+    `start="now"` continues the event time from the wall clock (a later feed into the same topic)."""
+    return feed(
+        simulator_command(
+            layout.bootstrap,
+            layout.topic,
+            base_args,
+            symbols=args.symbols,
+            rate=rate,
+            duration=seconds,
+            speed="1",
+            start=start,
+            summary=layout.logs / f"{name}.json",
+        ),
+        layout.logs / f"{name}.log",
+        timeout=seconds * 3 + 60,
+    )
+
+
 def run_side(
     job: bool,
     folder: Path,
@@ -113,21 +141,7 @@ def run_side(
             f"  {name}: query started after {startup:.1f} s; feeding {rate:,.0f} ticks/s for {duration:.0f} s",
             flush=True,
         )
-        summary_path = layout.logs / "simulator.json"
-        summary = feed(
-            simulator_command(
-                bootstrap,
-                layout.topic,
-                base_args,
-                symbols=args.symbols,
-                rate=rate,
-                duration=duration,
-                speed="1",
-                summary=summary_path,
-            ),
-            layout.logs / "simulator.log",
-            timeout=duration * 3 + 60,
-        )
+        summary = paced_feed(layout, base_args, args, rate, duration, "simulator")
         caught_up = wait_caught_up(layout, job, int(summary["sent"]), args.catch_up_timeout, child)
         if not caught_up:
             raise BenchError(
@@ -166,24 +180,6 @@ def rate_steps(
     steps: list[tuple[float, bool, float]] = []
     sent = 0
 
-    def step_feed(rate: float, seconds: float, name: str) -> int:
-        summary = feed(
-            simulator_command(
-                bootstrap,
-                layout.topic,
-                base_args,
-                symbols=args.symbols,
-                rate=rate,
-                duration=seconds,
-                speed="1",
-                start="now",  # every step continues the event time where the last one ended
-                summary=layout.logs / f"simulator-{name}.json",
-            ),
-            layout.logs / f"simulator-{name}.log",
-            timeout=seconds * 3 + 60,
-        )
-        return int(summary["sent"])
-
     with running(child):
         startup = wait_until_started(child, layout.checkpoint_root / config.stream.checkpoint_name, args.start_timeout)
         print(
@@ -191,11 +187,13 @@ def rate_steps(
             f"ticks/s, then {args.step_duration:.0f} s per rate",
             flush=True,
         )
-        sent += step_feed(rates[0], args.step_warmup, "warm-up")
+        sent += int(paced_feed(layout, base_args, args, rates[0], args.step_warmup, "simulator-warm-up", "now")["sent"])
         wait_caught_up(layout, True, sent, 2 * trigger_ms / 1000 + args.catch_up_timeout, child)
         for index, rate in enumerate(rates):
             begin_ms = time.time() * 1000
-            sent += step_feed(rate, args.step_duration, f"step{index}")
+            sent += int(
+                paced_feed(layout, base_args, args, rate, args.step_duration, f"simulator-step{index}", "now")["sent"]
+            )
             end_ms = time.time() * 1000
             caught_up = wait_caught_up(layout, True, sent, 2 * trigger_ms / 1000, child)
             ok, longest = sustained(started_between(job_batches(layout), begin_ms, end_ms), trigger_ms)
