@@ -24,14 +24,16 @@ source_ticks AS (
     FROM ticks AS t
     CROSS JOIN params AS p
 ),
--- One pass over each symbol's ticks in time order: trailing frames of the N most recent ticks, the same sums one
--- tick earlier (for the previous tick's trend: no second window pass), and the tick's position (warm-up).
+-- One pass over each symbol's ticks in time order: the means and exact sums of the N most recent closes, the close
+-- each frame dropped on this tick (the previous tick's sums follow from those: lags cost far less than frames),
+-- the tick's position (warm-up) and the previous volume.
 framed AS (
     SELECT
         symbol,
         event_time,
         event_date,
         close,
+        close_micros,
         volume,
         short_window,
         long_window,
@@ -42,23 +44,39 @@ framed AS (
         AVG(close) OVER (
             PARTITION BY symbol ORDER BY event_time ROWS BETWEEN long_window - 1 PRECEDING AND CURRENT ROW
         ) AS long_mean,
-        SUM(close_micros) OVER (
+        CAST(SUM(close_micros) OVER (
             PARTITION BY symbol ORDER BY event_time ROWS BETWEEN short_window - 1 PRECEDING AND CURRENT ROW
-        ) AS short_sum,
-        SUM(close_micros) OVER (
+        ) AS bigint) AS short_sum,
+        CAST(SUM(close_micros) OVER (
             PARTITION BY symbol ORDER BY event_time ROWS BETWEEN long_window - 1 PRECEDING AND CURRENT ROW
-        ) AS long_sum,
-        SUM(close_micros) OVER (
-            PARTITION BY symbol ORDER BY event_time ROWS BETWEEN short_window PRECEDING AND 1 PRECEDING
-        ) AS previous_short_sum,
-        SUM(close_micros) OVER (
-            PARTITION BY symbol ORDER BY event_time ROWS BETWEEN long_window PRECEDING AND 1 PRECEDING
-        ) AS previous_long_sum,
+        ) AS bigint) AS long_sum,
+        LAG(close_micros, short_window) OVER (PARTITION BY symbol ORDER BY event_time) AS short_dropped,
+        LAG(close_micros, long_window) OVER (PARTITION BY symbol ORDER BY event_time) AS long_dropped,
         LAG(volume) OVER (PARTITION BY symbol ORDER BY event_time) AS prev_volume
     FROM source_ticks
 ),
--- sum_short / short_window vs sum_long / long_window, cross-multiplied: 1 above, -1 below, 0 equal; NULL until
--- the long window is full (on this tick for trend, on the previous one for prev_trend).
+-- sum_short / short_window vs sum_long / long_window, cross-multiplied (integers: exact in every engine): the sign
+-- of each gap is the trend, 1 above, -1 below, 0 equal. The previous tick's sums are this tick's, without this
+-- close and with the close each frame dropped on this tick.
+gaps AS (
+    SELECT
+        symbol,
+        event_time,
+        event_date,
+        close,
+        volume,
+        prev_volume,
+        short_window,
+        long_window,
+        tick_number,
+        short_mean,
+        long_mean,
+        short_sum * long_window - long_sum * short_window AS gap,
+        (short_sum - close_micros + short_dropped) * long_window
+            - (long_sum - close_micros + long_dropped) * short_window AS previous_gap
+    FROM framed
+),
+-- trend NULL until the long window is full (on this tick for trend, on the previous one for prev_trend).
 with_previous AS (
     SELECT
         symbol,
@@ -70,22 +88,13 @@ with_previous AS (
         CAST(CASE WHEN tick_number >= short_window THEN short_mean END AS double) AS sma_short,
         CAST(CASE WHEN tick_number >= long_window THEN long_mean END AS double) AS sma_long,
         CASE
-            WHEN tick_number >= long_window THEN
-                CASE
-                    WHEN short_sum * long_window > long_sum * short_window THEN 1
-                    WHEN short_sum * long_window < long_sum * short_window THEN -1
-                    ELSE 0
-                END
+            WHEN tick_number >= long_window THEN CASE WHEN gap > 0 THEN 1 WHEN gap < 0 THEN -1 ELSE 0 END
         END AS trend,
         CASE
             WHEN tick_number > long_window THEN
-                CASE
-                    WHEN previous_short_sum * long_window > previous_long_sum * short_window THEN 1
-                    WHEN previous_short_sum * long_window < previous_long_sum * short_window THEN -1
-                    ELSE 0
-                END
+                CASE WHEN previous_gap > 0 THEN 1 WHEN previous_gap < 0 THEN -1 ELSE 0 END
         END AS prev_trend
-    FROM framed
+    FROM gaps
 )
 -- Comparisons with NULL are NULL, so a missing average (NULL trend) or previous volume falls through to Hold
 -- and no crossover is reported until both averages exist on both ticks.

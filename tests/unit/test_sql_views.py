@@ -93,6 +93,27 @@ def test_substituted_windows_replace_only_the_params_literals() -> None:
     assert signals.windows == Windows(9, 21)  # the loaded view is untouched
 
 
+@pytest.mark.parametrize("windows", [None, Windows(3, 5)], ids=["as deployed", "substituted"])
+def test_local_v_signals_has_constant_frames_and_lag_offsets(windows: Windows | None) -> None:
+    # DuckDB runs a frame whose bounds are column values row by row (several times slower at 10M ticks).
+    (signals,) = [view for view in load_views() if view.name == "v_signals"]
+    local = sqlglot.parse_one(translate_view(signals, windows=windows), read="duckdb")
+    specs = list(local.find_all(sqlglot.exp.WindowSpec))
+    lags = list(local.find_all(sqlglot.exp.Lag))
+    assert len(specs) >= 4 and len(lags) >= 3
+    for node in [*(spec.args.get("start") for spec in specs), *(lag.args.get("offset") for lag in lags)]:
+        if node is not None and not isinstance(node, str):
+            assert node.find(sqlglot.exp.Column) is None, node.sql("duckdb")
+    expected = windows or Windows(9, 21)
+    frames = {spec.sql("duckdb") for spec in specs if spec.args.get("start") not in (None, "UNBOUNDED")}
+    assert frames == {
+        f"ROWS BETWEEN {expected.sma_short} - 1 PRECEDING AND CURRENT ROW",
+        f"ROWS BETWEEN {expected.sma_long} - 1 PRECEDING AND CURRENT ROW",
+    }
+    # The deployed text still names the lengths once, in params.
+    assert "short_window - 1 PRECEDING" in signals.statement
+
+
 def _write(tmp_path: Path, name: str, body: str) -> Path:
     path = tmp_path / f"{name}.sql"
     path.write_text(body)
