@@ -46,7 +46,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def _no_warm_up() -> Iterator[None]:
     """Continuous runs of the job skip the warm-up (~20-30 s each on 2 cores), in this process and in every job it
-    starts; tests/unit/test_warm_up.py and the SIGTERM test of test_stream_cli.py run it."""
+    starts; tests/unit/test_warm_up.py runs it."""
     previous = os.environ.get(WARM_UP_ENV)
     os.environ[WARM_UP_ENV] = "false"
     yield

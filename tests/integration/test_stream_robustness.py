@@ -25,7 +25,7 @@ from jobs.pipeline.transforms.signals import SIGNAL_COLUMNS, compute_signals
 from jobs.stream_signals import run
 
 REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
-# Crosses midnight of Asia/Kolkata (18:30 UTC) and of UTC; America/Los_Angeles midnight is 08:00 UTC next day.
+# Crosses midnight of Asia/Kolkata (18:30 UTC) and of UTC.
 T0 = datetime(2026, 11, 23, 18, 0, tzinfo=UTC)
 WINDOWS = ["signals.sma_short=2", "signals.sma_long=4"]
 
@@ -87,12 +87,13 @@ def test_poison_and_future_timestamps_are_quarantined_and_never_stop_the_stream(
     assert_signals_equal_recomputation(spark, config)
 
 
-@pytest.mark.parametrize("zone", ["Asia/Kolkata", "America/Los_Angeles"], ids=["kolkata", "los-angeles"])
 def test_results_do_not_depend_on_the_driver_time_zone(
-    spark, make_config, kafka_broker, kafka_topic, produce, tmp_path, zone
+    spark, make_config, kafka_broker, kafka_topic, produce, tmp_path
 ) -> None:
-    """The job in a driver whose local zone is not UTC, over ticks crossing midnight of both zones, in several
-    batches with a short lateness so contexts start after those midnights: equal to a recomputation."""
+    """The job in a driver whose local zone is not UTC (and not a whole number of hours from it), over ticks crossing
+    midnight of both zones, in several batches with a short lateness so contexts start after those midnights: equal
+    to a recomputation. (One zone: every local-time mistake shifts some of these ticks across a midnight.)"""
+    zone = "Asia/Kolkata"
     topic = kafka_topic(partitions=1)
     overrides = [
         f"storage.root={tmp_path / 'delta'}",
