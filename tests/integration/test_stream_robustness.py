@@ -92,7 +92,9 @@ def test_results_do_not_depend_on_the_driver_time_zone(
 ) -> None:
     """The job in a driver whose local zone is not UTC (and not a whole number of hours from it), over ticks crossing
     midnight of both zones, in several batches with a short lateness so contexts start after those midnights: equal
-    to a recomputation. (One zone: every local-time mistake shifts some of these ticks across a midnight.)"""
+    to a recomputation. (One zone: every local-time mistake shifts some of these ticks across a midnight.) The job
+    starts as users start it: a subprocess through its default start check, on PLAINTEXT without kafka.options (a
+    topic look-up once passed an option kafka-python rejects, and every such start failed)."""
     zone = "Asia/Kolkata"
     topic = kafka_topic(partitions=1)
     overrides = [
