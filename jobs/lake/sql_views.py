@@ -329,7 +329,7 @@ def with_windows(view: View, windows: Windows) -> exp.Create:
 def with_inlined_windows(create: exp.Create) -> exp.Create:
     """`create` with each use of a `params` window length replaced by its literal (no-op without params).
 
-    DuckDB evaluates a frame whose bounds are column values row by row, several times slower than a frame of
+    DuckDB evaluates a frame whose bounds are column values per row, about twice as slow as a frame of
     constant bounds; the literal is the same value, so the view's meaning does not change. The projections that
     carry the lengths through the CTEs stay (they are named, not computed with).
     """

@@ -95,7 +95,7 @@ def test_substituted_windows_replace_only_the_params_literals() -> None:
 
 @pytest.mark.parametrize("windows", [None, Windows(3, 5)], ids=["as deployed", "substituted"])
 def test_local_v_signals_has_constant_frames_and_lag_offsets(windows: Windows | None) -> None:
-    # DuckDB runs a frame whose bounds are column values row by row (several times slower at 10M ticks).
+    # DuckDB evaluates a frame whose bounds are column values per row (about twice as slow at 10M ticks).
     (signals,) = [view for view in load_views() if view.name == "v_signals"]
     local = sqlglot.parse_one(translate_view(signals, windows=windows), read="duckdb")
     specs = list(local.find_all(sqlglot.exp.WindowSpec))
