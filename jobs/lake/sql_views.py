@@ -326,34 +326,33 @@ def with_windows(view: View, windows: Windows) -> exp.Create:
     return create
 
 
-def with_inlined_windows(create: exp.Create) -> exp.Create:
-    """`create` with each use of a `params` window length replaced by its literal (no-op without params).
+def with_inlined_windows(create: exp.Create, windows: Windows) -> exp.Create:
+    """A copy of `create` with each use of a `params` window length replaced by its value from `windows`.
 
     DuckDB evaluates a frame whose bounds are column values per row, about twice as slow as a frame of
     constant bounds; the literal is the same value, so the view's meaning does not change. The projections that
     carry the lengths through the CTEs stay (they are named, not computed with).
     """
     create = create.copy()
-    view = View("", Path(), "", create, frozenset())
-    literals = _window_literals(view)
-    if not literals:
-        return create
     for column in list(create.find_all(exp.Column)):
-        key = column.name.lower()
-        if key not in literals:
+        setting = WINDOW_PARAMS.get(column.name.lower())
+        if setting is None:
             continue
         parent = column.parent
         projected = isinstance(parent, exp.Select) or (
             isinstance(parent, exp.Alias) and isinstance(parent.parent, exp.Select)
         )
         if not projected:
-            column.replace(literals[key].copy())
+            column.replace(exp.Literal.number(getattr(windows, setting)))
     return create
 
 
 def translate_view(view: View, dialect: str = LOCAL_DIALECT, windows: Windows | None = None) -> str:
     """The view's CREATE statement in `dialect`; ViewError naming the view if any part does not translate."""
-    create = with_inlined_windows(with_windows(view, windows) if windows else view.expression)
+    create = with_windows(view, windows) if windows else view.expression
+    lengths = windows or view.windows
+    if lengths is not None:
+        create = with_inlined_windows(create, lengths)
     try:
         return create.sql(dialect=dialect, unsupported_level=ErrorLevel.RAISE, pretty=True)
     except UnsupportedError as exc:
