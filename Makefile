@@ -16,7 +16,7 @@ TRINO_POM := conf/jvm/trino/pom.xml
 help:
 	@echo "make setup             create .venv, install pinned Python packages, resolve JVM jars into .jars/"
 	@echo "make test              run the whole test suite (unit, integration, e2e, short fault drills; not -m drill)"
-	@echo "make test-cluster      only the packaged job on a local standalone Spark cluster (part of make test)"
+	@echo "make test-cluster      the packaged job on a local standalone Spark cluster (in make test) and its SIGKILL drill"
 	@echo "make test-unit         pure transformations only"
 	@echo "make lint              ruff (format check and lint) and mypy, as CI runs them"
 	@echo "make up | down | status  local Kafka broker (localhost:9092) and moto S3/Glue (localhost:5000)"

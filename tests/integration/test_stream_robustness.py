@@ -102,11 +102,11 @@ def test_results_do_not_depend_on_the_driver_time_zone(
         f"storage.checkpoint_root={tmp_path / 'checkpoints'}",
         f"kafka.bootstrap_servers={kafka_broker.address}",
         f"kafka.topic={topic}",
-        "kafka.max_offsets_per_trigger=30",
+        "kafka.max_offsets_per_trigger=46",
         "signals.allowed_lateness_seconds=300",
         *WINDOWS,
     ]
-    minutes = range(0, 900, 10)  # 18:00 UTC to 08:50 UTC next day, in 7 batches of 150 minutes
+    minutes = range(0, 900, 10)  # 18:00 UTC to 08:50 UTC next day, in 4 batches of 230 minutes
     records = [tick(symbol, m) for m in minutes for symbol in ("AAA", "BBB")]
     records.insert(96, tick("AAA", 467))  # after minute 470 arrived: 3 minutes late, within the 5 allowed
     produce(topic, records)
@@ -117,6 +117,7 @@ def test_results_do_not_depend_on_the_driver_time_zone(
     result = subprocess.run([*command, "--once"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     config = make_config(*overrides)
+    assert table(spark, config, "pipeline_metrics").count() == 4
     assert table(spark, config, "ticks").count() == len(records)
     assert reasons(spark, config) == Counter()
     assert_signals_equal_recomputation(spark, config)
@@ -203,7 +204,7 @@ def test_the_outcome_does_not_depend_on_where_micro_batches_split(
     topic = kafka_topic(partitions=3)
     produce(topic, _faulty_feed())
     outcomes = []
-    for per_trigger in (None, 29, 61):
+    for per_trigger in (None, 43, 86):  # 171 records: 1, 4 and 2 micro-batches
         overrides = [
             f"storage.root={tmp_path / f'split-{per_trigger}'}",
             f"storage.checkpoint_root={tmp_path / f'checkpoints-{per_trigger}'}",
