@@ -204,7 +204,7 @@ def test_the_outcome_does_not_depend_on_where_micro_batches_split(
     topic = kafka_topic(partitions=3)
     produce(topic, _faulty_feed())
     outcomes = []
-    for per_trigger in (None, 43, 86):  # 171 records: 1, 4 and 2 micro-batches
+    for per_trigger in (None, 43, 86):  # 171 records: one micro-batch, about four, about two
         overrides = [
             f"storage.root={tmp_path / f'split-{per_trigger}'}",
             f"storage.checkpoint_root={tmp_path / f'checkpoints-{per_trigger}'}",
