@@ -69,11 +69,24 @@ def _batch_ids(folder: Path) -> set[int]:
     return {int(p.name) for p in folder.glob("[0-9]*")} if folder.exists() else set()
 
 
-def _in_flight(checkpoint: Path) -> int | None:
-    """The id of a micro-batch that started (offsets/N written) and has not committed (no commits/N)."""
+def _raw_appends(raw_ticks: Path) -> set[int]:
+    """Batch ids whose raw records are in `raw_ticks` (the `txn` versions of its idempotent appends)."""
+    log = raw_ticks / "_delta_log"
+    commits = sorted(log.glob("*.json")) if log.exists() else []
+    actions = [json.loads(line) for path in commits for line in path.read_text().splitlines() if line]
+    return {int(action["txn"]["version"]) for action in actions if "txn" in action}
+
+
+def _in_flight(checkpoint: Path, raw_ticks: Path) -> int | None:
+    """The id of a micro-batch the job is writing: started (offsets/N), not committed (no commits/N), and its raw
+    records appended. (Offsets alone do not say the job took the batch: one planned when the stop comes is left,
+    unwritten, to the next run.)"""
     started, committed = _batch_ids(checkpoint / "offsets"), _batch_ids(checkpoint / "commits")
     running = started - committed
-    return max(running) if running and committed else None
+    if not running or not committed:
+        return None
+    newest = max(running)
+    return newest if newest in _raw_appends(raw_ticks) else None
 
 
 def _batch_lines(text: str) -> list[dict]:
@@ -121,7 +134,7 @@ def test_sigterm_lets_the_running_batch_commit_then_prints_the_summary(
         deadline = time.monotonic() + 600
         running = None
         while running is None and time.monotonic() < deadline and job.poll() is None:
-            running = _in_flight(checkpoint)
+            running = _in_flight(checkpoint, Path(config.table_path("raw_ticks")))
             time.sleep(0.05)
         assert running is not None, f"no micro-batch seen running:\n{stderr_file.read_text()[-3000:]}"
         # SIGTERM to the Python process only (the README's advice), while batch `running` is in progress.
