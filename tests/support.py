@@ -1,8 +1,9 @@
-"""Shared test data shapes."""
+"""Shared test data shapes and readers of a job's checkpoint and Delta logs."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -48,3 +49,48 @@ def write_ticks(root: Path, rows: list[tuple[str, datetime, float, int]]) -> Non
         schema=TICKS_ARROW,
     )
     write_deltalake(str(root / "ticks"), table, partition_by=["event_date"], mode="append")
+
+
+def json_ticks(
+    first_step: int,
+    steps: int,
+    symbols: int = 10,
+    prefix: str = "SYM",
+    start: datetime = datetime(2026, 11, 24, 9, tzinfo=UTC),
+) -> list[tuple[str, str]]:
+    """(key, v1 JSON) Kafka records: `symbols` symbols, one tick each every 30 s from step `first_step` on."""
+    records = []
+    for step in range(first_step, first_step + steps):
+        for index in range(symbols):
+            symbol = f"{prefix}{index + 1:03d}"
+            body = {
+                "v": 1,
+                "symbol": symbol,
+                "ts": (start + timedelta(seconds=30 * step)).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                "close": round(50 + (step * 7 + index) % 13 + step / 100, 2),
+                "volume": 100 + (step * 11 + index) % 17,
+            }
+            records.append((symbol, json.dumps(body)))
+    return records
+
+
+def batch_ids(folder: Path) -> set[int]:
+    """The micro-batch ids in a checkpoint's `offsets/` or `commits/` folder."""
+    return {int(path.name) for path in folder.glob("[0-9]*")} if folder.exists() else set()
+
+
+def delta_commits(table: Path) -> list[list[dict]]:
+    """A Delta table's commits in version order, each as its list of actions."""
+    files = sorted((table / "_delta_log").glob("*.json")) if table.exists() else []
+    return [[json.loads(line) for line in path.read_text().splitlines() if line] for path in files]
+
+
+def appended_at(table: Path) -> dict[int, int]:
+    """Batch id (the `txn` version of an idempotent append) -> the timestamp (ms) of the commit that wrote it."""
+    appended = {}
+    for actions in delta_commits(table):
+        versions = [int(action["txn"]["version"]) for action in actions if "txn" in action]
+        stamps = [action["commitInfo"]["timestamp"] for action in actions if "commitInfo" in action]
+        for version in versions:
+            appended[version] = stamps[0] if stamps else 0
+    return appended

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,54 +16,19 @@ from pyspark.sql import functions as F
 
 from jobs.pipeline.transforms.signals import SIGNAL_COLUMNS, compute_signals
 from jobs.stream_signals import run
+from tests.support import appended_at, batch_ids, delta_commits, json_ticks
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-T0 = datetime(2026, 11, 24, 9, 0, 0, tzinfo=UTC)
 # A job start, a kill, a restart: a few minutes on an idle 2-core machine, far more on a busy one.
 pytestmark = pytest.mark.timeout(1800)
 
 
-def _ticks(first_step: int, steps: int, symbols: int = 10) -> list[tuple[str, str]]:
-    records = []
-    for step in range(first_step, first_step + steps):
-        for index in range(symbols):
-            symbol = f"SYM{index + 1:03d}"
-            ts = (T0 + timedelta(seconds=30 * step)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-            body = {
-                "v": 1,
-                "symbol": symbol,
-                "ts": ts,
-                "close": 50 + (step * 7 + index) % 13 + step / 100,
-                "volume": 100 + (step * 11 + index) % 17,
-            }
-            records.append((symbol, json.dumps(body)))
-    return records
-
-
-def _batch_ids(folder: Path) -> set[int]:
-    return {int(p.name) for p in folder.glob("[0-9]*")} if folder.exists() else set()
-
-
-def _commits(table: Path) -> list[list[dict]]:
-    """The table's commits in version order, each as its list of actions."""
-    files = sorted((table / "_delta_log").glob("*.json")) if table.exists() else []
-    return [[json.loads(line) for line in path.read_text().splitlines() if line] for path in files]
-
-
-def _appended_at(table: Path) -> dict[int, int]:
-    """Batch id (Delta `txn` version of an idempotent append) -> the commit's timestamp (ms)."""
-    appended = {}
-    for actions in _commits(table):
-        versions = [int(action["txn"]["version"]) for action in actions if "txn" in action]
-        stamps = [action["commitInfo"]["timestamp"] for action in actions if "commitInfo" in action]
-        for version in versions:
-            appended[version] = stamps[0] if stamps else 0
-    return appended
-
-
 def _last_commit_at(table: Path) -> int:
     stamps = [
-        action["commitInfo"]["timestamp"] for actions in _commits(table) for action in actions if "commitInfo" in action
+        action["commitInfo"]["timestamp"]
+        for actions in delta_commits(table)
+        for action in actions
+        if "commitInfo" in action
     ]
     return max(stamps, default=0)
 
@@ -74,11 +38,11 @@ def _half_written_batch(checkpoint: Path, ticks: Path, signals: Path) -> int | N
 
     Killing there leaves a batch whose signals are stored but which Spark will run again after the restart.
     """
-    committed = _batch_ids(checkpoint / "commits")
+    committed = batch_ids(checkpoint / "commits")
     if not committed:
         return None
-    appended = _appended_at(ticks)
-    for batch in sorted(_batch_ids(checkpoint / "offsets") - committed):
+    appended = appended_at(ticks)
+    for batch in sorted(batch_ids(checkpoint / "offsets") - committed):
         if batch in appended and _last_commit_at(signals) > appended[batch]:
             return batch
     return None
@@ -95,7 +59,7 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
         "stream.trigger_interval=1 second",
     ]
     config = make_config(*overrides)
-    sent = _ticks(0, 40)
+    sent = json_ticks(0, 40)
     produce(topic, sent)
     command = [
         sys.executable,
@@ -130,16 +94,16 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
         job.wait(timeout=30)
     # The kill landed inside the batch: started, its ticks appended, never committed, and the job had not
     # logged it as done.
-    assert killed_in in _batch_ids(checkpoint / "offsets")
-    assert killed_in not in _batch_ids(checkpoint / "commits")
-    assert killed_in in _appended_at(ticks_table)
+    assert killed_in in batch_ids(checkpoint / "offsets")
+    assert killed_in not in batch_ids(checkpoint / "commits")
+    assert killed_in in appended_at(ticks_table)
     logged = [
         json.loads(line[line.index("{") :]) for line in log_file.read_text().splitlines() if '"event": "batch"' in line
     ]
     assert killed_in not in {entry["batch_id"] for entry in logged}
-    assert max(_batch_ids(checkpoint / "offsets")) * 50 < len(sent), "the topic was drained before the kill"
+    assert max(batch_ids(checkpoint / "offsets")) * 50 < len(sent), "the topic was drained before the kill"
 
-    more = _ticks(40, 20)
+    more = json_ticks(40, 20)
     produce(topic, more)
     # The restart replays the half-written batch's planned offsets, then takes larger batches (fewer to run).
     restart = make_config(*overrides[:2], "kafka.max_offsets_per_trigger=250")

@@ -23,26 +23,11 @@ from pyspark.sql import SparkSession
 from jobs.aws.clients import aws_client
 from jobs.pipeline.tables import ALL_TABLES, PUBLIC_TABLES
 from jobs.stream_signals import run, start_query
+from tests.support import appended_at, batch_ids, json_ticks
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 24, 9, 0, 0, tzinfo=UTC)
 pytestmark = pytest.mark.timeout(1200)
-
-
-def _ticks(first_step: int, steps: int, symbols: int = 10, prefix: str = "SYM") -> list[tuple[str, str]]:
-    records = []
-    for step in range(first_step, first_step + steps):
-        for index in range(symbols):
-            symbol = f"{prefix}{index + 1:03d}"
-            body = {
-                "v": 1,
-                "symbol": symbol,
-                "ts": (T0 + timedelta(seconds=30 * step)).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-                "close": round(50 + (step * 7 + index) % 13 + step / 100, 2),
-                "volume": 100 + (step * 11 + index) % 17,
-            }
-            records.append((symbol, json.dumps(body)))
-    return records
 
 
 def _job_command(config, *extra: str) -> list[str]:
@@ -65,28 +50,16 @@ def _job_command(config, *extra: str) -> list[str]:
     ]
 
 
-def _batch_ids(folder: Path) -> set[int]:
-    return {int(p.name) for p in folder.glob("[0-9]*")} if folder.exists() else set()
-
-
-def _raw_appends(raw_ticks: Path) -> set[int]:
-    """Batch ids whose raw records are in `raw_ticks` (the `txn` versions of its idempotent appends)."""
-    log = raw_ticks / "_delta_log"
-    commits = sorted(log.glob("*.json")) if log.exists() else []
-    actions = [json.loads(line) for path in commits for line in path.read_text().splitlines() if line]
-    return {int(action["txn"]["version"]) for action in actions if "txn" in action}
-
-
 def _in_flight(checkpoint: Path, raw_ticks: Path) -> int | None:
     """The id of a micro-batch the job is writing: started (offsets/N), not committed (no commits/N), and its raw
     records appended. (Offsets alone do not say the job took the batch: one planned when the stop comes is left,
     unwritten, to the next run.)"""
-    started, committed = _batch_ids(checkpoint / "offsets"), _batch_ids(checkpoint / "commits")
+    started, committed = batch_ids(checkpoint / "offsets"), batch_ids(checkpoint / "commits")
     running = started - committed
     if not running or not committed:
         return None
     newest = max(running)
-    return newest if newest in _raw_appends(raw_ticks) else None
+    return newest if newest in appended_at(raw_ticks) else None
 
 
 def _batch_lines(text: str) -> list[dict]:
@@ -123,7 +96,7 @@ def test_sigterm_lets_the_running_batch_commit_then_prints_the_summary(
     config = make_config(
         f"kafka.bootstrap_servers={kafka_broker.address}", f"kafka.topic={topic}", "kafka.max_offsets_per_trigger=60"
     )
-    records = _ticks(0, 60)  # 600 records: 10 micro-batches of at most 60
+    records = json_ticks(0, 60)  # 600 records: 10 micro-batches of at most 60
     produce(topic, records)
     checkpoint = Path(config.checkpoint_path())
     stdout_file, stderr_file = tmp_path / "job.out", tmp_path / "job.err"
@@ -148,7 +121,7 @@ def test_sigterm_lets_the_running_batch_commit_then_prints_the_summary(
     assert sorted(path.name for path in Path(config.storage.root).iterdir()) == sorted(spec.name for spec in ALL_TABLES)
     # The batch that was running at the signal committed, and nothing was left half done: at most the batch
     # planned next is in the offset log without a commit, and nothing of it is in any table (checked below).
-    started, committed = _batch_ids(checkpoint / "offsets"), _batch_ids(checkpoint / "commits")
+    started, committed = batch_ids(checkpoint / "offsets"), batch_ids(checkpoint / "commits")
     assert running in committed
     assert sorted(committed) == list(range(len(committed)))
     assert set(started) - set(committed) <= {max(committed) + 1}
@@ -206,7 +179,7 @@ def test_starting_offsets_latest_skips_what_was_in_the_topic(spark, make_config,
     config = make_config(
         f"kafka.bootstrap_servers={kafka_broker.address}", f"kafka.topic={topic}", "kafka.starting_offsets=latest"
     )
-    produce(topic, _ticks(0, 5, symbols=3, prefix="OLD"))
+    produce(topic, json_ticks(0, 5, symbols=3, prefix="OLD"))
     query, _ = start_query(spark, config, once=False)
     try:
         # The source resolves `latest` on its first trigger and records it in the checkpoint.
@@ -215,7 +188,7 @@ def test_starting_offsets_latest_skips_what_was_in_the_topic(spark, make_config,
         while not initial.exists() and time.monotonic() < deadline and query.isActive:
             time.sleep(0.2)
         assert initial.exists(), "the Kafka source did not record its starting offsets"
-        produce(topic, _ticks(5, 4, symbols=3, prefix="NEW"))
+        produce(topic, json_ticks(5, 4, symbols=3, prefix="NEW"))
         query.processAllAvailable()
     finally:
         query.stop()
@@ -231,7 +204,7 @@ def test_starting_offsets_latest_skips_what_was_in_the_topic(spark, make_config,
 
 def test_sasl_settings_reach_the_kafka_source(spark, make_config, kafka_broker, kafka_topic, produce) -> None:
     topic = kafka_topic()
-    produce(topic, _ticks(0, 1))
+    produce(topic, json_ticks(0, 1))
     jaas = 'org.apache.kafka.common.security.scram.ScramLoginModule required username="u" password="p";'
     config = make_config(
         f"kafka.bootstrap_servers={kafka_broker.address}",
@@ -248,7 +221,7 @@ def test_sasl_settings_reach_the_kafka_source(spark, make_config, kafka_broker, 
 
 def test_kafka_options_reach_the_signals_sink(spark, make_config, kafka_broker, kafka_topic, produce) -> None:
     topic = kafka_topic()
-    produce(topic, _ticks(0, 2, symbols=2))
+    produce(topic, json_ticks(0, 2, symbols=2))
     config = make_config(
         f"kafka.bootstrap_servers={kafka_broker.address}",
         f"kafka.topic={topic}",
