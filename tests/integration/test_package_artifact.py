@@ -1,13 +1,13 @@
-"""`make package` builds a complete artifact: spark-submit runs dist/stream_signals.py with only
-dist/market_signals.zip on the Python path (from a folder outside the repo) against the session's Kafka
-broker, and the Delta tables hold the produced ticks and their signals."""
+"""`make package` builds a complete artifact: its contents, its reproducibility, its scripts and its packages.
+
+The artifact running under spark-submit (from a folder outside the repo, with only dist/market_signals.zip on the
+Python path and the cluster's own virtualenv) is tests/integration/test_cluster.py."""
 
 from __future__ import annotations
 
 import ast
 import json
 import os
-import re
 import subprocess
 import sys
 import zipfile
@@ -16,10 +16,8 @@ from pathlib import Path
 import pytest
 
 from jobs.aws.package import ENTRY_MODULE, build_package, import_closure
-from jobs.devstack.services import ServiceHandle
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SPARK_SUBMIT = REPO_ROOT / ".venv" / "bin" / "spark-submit"
 
 
 @pytest.fixture(scope="module")
@@ -131,73 +129,3 @@ def test_packages_follow_the_profile_auth(tmp_path: Path) -> None:
     assert (tmp_path / "dist" / "spark-packages.txt").read_text().split() == [
         "org.apache.spark:spark-sql-kafka-0-10_2.13:4.0.2"
     ]
-
-
-def test_packaged_job_runs_with_spark_submit(
-    dist: Path, tmp_path: Path, kafka_broker: ServiceHandle, kafka_topic, produce
-) -> None:
-    topic = kafka_topic(partitions=2)
-    ticks = [
-        {
-            "v": 1,
-            "symbol": symbol,
-            "ts": f"2026-11-24T09:{minute:02d}:00.000Z",
-            "close": 10.5 + minute,
-            "volume": 100 + minute,
-        }
-        for symbol in ("AAA", "BBB")
-        for minute in range(3)
-    ]
-    produce(topic, [(tick["symbol"], json.dumps(tick)) for tick in ticks])
-
-    workdir = tmp_path / "elsewhere"
-    workdir.mkdir()
-    jars = ",".join(str(path) for path in sorted((REPO_ROOT / ".jars" / "spark").glob("*.jar")))
-    lake = tmp_path / "lake"
-    env = {key: value for key, value in os.environ.items() if key not in {"PYTHONPATH", "SPARK_HOME"}}
-    env.update({"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable})
-    command = [
-        str(SPARK_SUBMIT),
-        "--master",
-        "local[2]",
-        "--jars",
-        jars,
-        "--py-files",
-        str(dist / "market_signals.zip"),
-        str(dist / "stream_signals.py"),
-        "--config",
-        str(REPO_ROOT / "conf" / "local.yaml"),
-        "--set",
-        f"storage.root={lake / 'delta'}",
-        "--set",
-        f"storage.checkpoint_root={lake / 'checkpoints'}",
-        "--set",
-        f"kafka.bootstrap_servers={kafka_broker.address}",
-        "--set",
-        f"kafka.topic={topic}",
-        "--set",
-        "spark.jars_dir=null",  # jars come from --jars, as on a cluster
-        "--set",
-        "spark.shuffle_partitions=2",
-        "--once",
-    ]
-    result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=420)
-    assert result.returncode == 0, result.stderr[-4000:]
-    # The code came from the zip, not from the source tree.
-    origin = re.search(r"market_signals: code from (\S+)", result.stderr + result.stdout)
-    assert origin, result.stderr[-4000:]
-    assert origin.group(1).endswith("market_signals.zip/jobs/__init__.py"), origin.group(1)
-    summary = json.loads(next(line for line in result.stdout.splitlines() if '"event": "summary"' in line))
-    assert summary["records_read"] == len(ticks) and summary["ticks_written"] == len(ticks)
-
-    from deltalake import DeltaTable
-
-    from jobs.lake.delta_log import read_delta_arrow
-
-    stored = read_delta_arrow(DeltaTable(str(lake / "delta" / "ticks"))).to_pylist()
-    assert sorted((row["symbol"], row["close"], row["volume"]) for row in stored) == sorted(
-        (tick["symbol"], tick["close"], tick["volume"]) for tick in ticks
-    )
-    signals = read_delta_arrow(DeltaTable(str(lake / "delta" / "signals"))).to_pylist()
-    assert len(signals) == len(ticks)
-    assert {row["signal"] for row in signals} == {"Hold"}, "three ticks per symbol: no SMA(9) yet"
