@@ -39,7 +39,7 @@ help:
 	@echo "make submit-cluster ARGS=...  package, then spark-submit dist/ to that cluster (e.g. ARGS=--once)"
 	@echo "make cluster-venv      the cluster's Python (.venv-cluster): requirements-cluster.txt only (part of setup)"
 
-setup: prerequisites $(VENV)/.installed .jars/.resolved $(TRINO_DIR)/.resolved browser cluster-venv
+setup: prerequisites $(VENV)/.installed .jars/.resolved .jars/spark-classes.jsa $(TRINO_DIR)/.resolved browser cluster-venv
 	@echo "setup complete: $(VENV) and .jars/ are ready"
 
 prerequisites:
@@ -59,6 +59,11 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 .jars/.resolved: $(JVM_POMS)
 	$(MVN) dependency:copy-dependencies
 	@touch $@
+
+# The local Spark driver's class-data archive (jobs/devstack/class_archive.py): a run of the job's warm-up, ~1 min
+# once; every local driver then starts faster. Rebuilt when the jars or the Python packages change.
+.jars/spark-classes.jsa: .jars/.resolved $(VENV)/.installed
+	$(PY) -m jobs.devstack.class_archive --out $@
 
 # Trino (Athena's engine) for the local stack and the tests: the server archive from Maven Central, unpacked in
 # full (its jars are hard-linked across plugins), then only the delta-lake plugin kept (~400 MB). The JDK 24+ it

@@ -87,6 +87,9 @@ class SparkConfig(_Section):
     # Folder of jars resolved by `make setup`; null on a cluster that provides them (EMR --packages).
     jars_dir: str | None = ".jars/spark"
     driver_memory: str = "2g"
+    # The local driver's JVM class-data archive (`make setup` builds it, jobs.devstack.class_archive): used in local
+    # mode when the file exists; null: none.
+    class_archive: str | None = ".jars/spark-classes.jsa"
     conf: dict[str, str] = Field(default_factory=dict)
 
 

@@ -11,6 +11,8 @@ from jobs.pipeline.config import AppConfig, resolve_local_path
 # Moto and MinIO accept any key pair; these are fixed placeholders, not credentials.
 _TEST_ACCESS_KEY = "testing"
 _TEST_SECRET_KEY = "testing"
+# The JVM logs every class it cannot archive or map (signed jars, generated classes): thousands of harmless lines.
+CDS_LOG_OFF = "-Xlog:cds=off -Xlog:cds+dynamic=off"
 
 
 class MissingJarsError(RuntimeError):
@@ -23,6 +25,19 @@ def spark_jars(jars_dir: str) -> list[str]:
     if not jars:
         raise MissingJarsError(f"no jars in {folder}: run `make setup` to resolve the JVM dependencies")
     return jars
+
+
+def class_archive_options(config: AppConfig) -> str | None:
+    """JVM options that map the driver's class-data archive, when the profile names one and it exists.
+
+    The JVM checks that the archive matches its own build and class path, and starts without it (silently: its
+    CDS log is off) when not."""
+    if not config.spark.class_archive:
+        return None
+    archive = resolve_local_path(config.spark.class_archive)
+    if not archive.is_file():
+        return None
+    return f"-XX:SharedArchiveFile={archive} -Xshare:auto {CDS_LOG_OFF}"
 
 
 def spark_settings(config: AppConfig) -> dict[str, str]:
@@ -51,7 +66,8 @@ def spark_settings(config: AppConfig) -> dict[str, str]:
         "spark.hadoop.fs.s3a.endpoint.region": config.s3.region,
         "spark.hadoop.fs.s3a.path.style.access": str(config.s3.path_style_access).lower(),
     }
-    if config.spark.master and config.spark.master.startswith("local"):
+    local = bool(config.spark.master and config.spark.master.startswith("local"))
+    if local:
         settings.update(
             {
                 "spark.driver.memory": config.spark.driver_memory,
@@ -86,6 +102,11 @@ def spark_settings(config: AppConfig) -> dict[str, str]:
         settings["spark.hadoop.fs.s3a.encryption.algorithm"] = "SSE-KMS"
         settings["spark.hadoop.fs.s3a.encryption.key"] = config.s3.sse_kms_key_id
     settings.update(config.spark.conf)
+    archive_options = class_archive_options(config) if local else None
+    if archive_options:
+        # Started with the profile's own driver options, if any.
+        own = settings.get("spark.driver.extraJavaOptions")
+        settings["spark.driver.extraJavaOptions"] = f"{archive_options} {own}" if own else archive_options
     return settings
 
 
