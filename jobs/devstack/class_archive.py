@@ -44,7 +44,7 @@ def build_archive(out: Path, profile: Path = DEFAULT_PROFILE, timeout_seconds: f
             environ={},
         )
         spark = build_spark(config)
-        driver = spark.sparkContext._gateway.proc  # type: ignore[attr-defined]
+        driver = spark.sparkContext._gateway.proc  # type: ignore[union-attr]
         warm_up(spark, config)
         spark.stop()
         # The driver exits when its standard input closes, and writes the archive on the way out.

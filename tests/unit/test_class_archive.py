@@ -37,6 +37,6 @@ def test_the_session_driver_started_with_the_archive_setup_built(spark) -> None:
     """`make setup` builds the archive; the test session's own driver (a local one) runs with it mapped."""
     archive = REPO_ROOT / ".jars" / "spark-classes.jsa"
     assert archive.is_file(), "make setup builds .jars/spark-classes.jsa"
-    runtime = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()  # type: ignore[union-attr]
+    runtime = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
     assert f"-XX:SharedArchiveFile={archive}" in list(runtime.getInputArguments())
-    assert "sharing" in spark.sparkContext._jvm.java.lang.System.getProperty("java.vm.info")  # type: ignore[union-attr]
+    assert "sharing" in spark.sparkContext._jvm.java.lang.System.getProperty("java.vm.info")
