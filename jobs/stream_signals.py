@@ -17,6 +17,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 
@@ -49,31 +51,52 @@ from jobs.pipeline.warm_up import warm_up  # noqa: E402
 log = logging.getLogger("stream_signals")
 
 
-def start_query(
-    spark: SparkSession, config: AppConfig, once: bool, fault_hook: FaultHook | None = None
-) -> tuple[StreamingQuery, SignalBatchProcessor]:
+def prepare(spark: SparkSession, config: AppConfig, fault_hook: FaultHook | None = None) -> SignalBatchProcessor:
+    """The tables (created when missing), the catalog, and the batch processor with its state, loaded before any
+    query starts: changed window settings are refused here."""
     created = ensure_tables(spark, config)
     if created and config.stream.register_catalog:
         from jobs.aws.glue import sync_catalog
 
         sync_catalog(config)
-    checkpoint = config.checkpoint_path()
-    processor = SignalBatchProcessor(spark, config, checkpoint, fault_hook=fault_hook)
+    processor = SignalBatchProcessor(spark, config, config.checkpoint_path(), fault_hook=fault_hook)
     if SIGNAL_STATE.name in created:
         processor.start_without_state()
-    _ = processor.states  # loaded once, before the query starts: refuses changed window settings
-    if not once and config.stream.warm_up:
-        warm_up(spark, config)
+    _ = processor.states
+    return processor
+
+
+def start_query(spark: SparkSession, config: AppConfig, once: bool, processor: SignalBatchProcessor) -> StreamingQuery:
     writer = (
         read_records(spark, config)
         .writeStream.queryName(config.stream.checkpoint_name)
-        .option("checkpointLocation", checkpoint)
+        .option("checkpointLocation", config.checkpoint_path())
         .foreachBatch(processor)
     )
     writer = (
         writer.trigger(availableNow=True) if once else writer.trigger(processingTime=config.stream.trigger_interval)
     )
-    return writer.start(), processor
+    return writer.start()
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM and Ctrl-C set `stop` instead of ending the process, from the first moment of the job (Spark's
+    start, the warm-up) to its end; the job then stops between two micro-batches or before its first."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        log.warning("received %s: finishing the running micro-batch", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def run(
@@ -85,39 +108,37 @@ def run(
     stop: threading.Event | None = None,
 ) -> RunTotals:
     """Run until the topic is drained (`once`), a stop signal, `stop` set by another thread, or the timeout; the
-    running micro-batch finishes first in every case."""
-    query, processor = start_query(spark, config, once, fault_hook)
+    running micro-batch finishes first in every case. A stop that comes before the query starts starts none."""
     stop_requested = stop if stop is not None else threading.Event()
-
-    def request_stop(signum: int, _frame: Any) -> None:
-        log.warning("received %s: finishing the running micro-batch", signal.Signals(signum).name)
-        stop_requested.set()
-
-    previous_handlers = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous_handlers[signum] = signal.signal(signum, request_stop)
-    deadline = time.monotonic() + timeout_seconds if timeout_seconds else None
-    try:
-        while query.isActive and not stop_requested.is_set():
-            if deadline and time.monotonic() > deadline:
-                log.warning("timeout of %.0f s reached: stopping", timeout_seconds)
-                break
+    with stop_on_signals(stop_requested):
+        processor = prepare(spark, config, fault_hook)
+        try:
+            if not once and config.stream.warm_up:
+                warm_up(spark, config)
+            if stop_requested.is_set():
+                log.warning("stopped before the query started: nothing read")
+                return processor.totals
+            query = start_query(spark, config, once, processor)
+            deadline = time.monotonic() + timeout_seconds if timeout_seconds else None
             try:
-                query.awaitTermination(1)
-            except StreamingQueryException as error:
-                raise QueryFailed(str(error)) from None
-        _stop_between_batches(query, processor, config.stream.stop_grace_seconds)
-        failure = query.exception()
-        # A batch planned after the stop was refused inside foreachBatch: Spark reports that as its failure.
-        if failure and StopRequested.__name__ not in str(failure):
-            raise QueryFailed(str(failure))
-    finally:
-        if query.isActive:
-            query.stop()
-        processor.close()
-        for signum, handler in previous_handlers.items():
-            signal.signal(signum, handler)
+                while query.isActive and not stop_requested.is_set():
+                    if deadline and time.monotonic() > deadline:
+                        log.warning("timeout of %.0f s reached: stopping", timeout_seconds)
+                        break
+                    try:
+                        query.awaitTermination(1)
+                    except StreamingQueryException as error:
+                        raise QueryFailed(str(error)) from None
+                _stop_between_batches(query, processor, config.stream.stop_grace_seconds)
+                failure = query.exception()
+                # A batch planned after the stop was refused inside foreachBatch: Spark reports that as its failure.
+                if failure and StopRequested.__name__ not in str(failure):
+                    raise QueryFailed(str(failure))
+            finally:
+                if query.isActive:
+                    query.stop()
+        finally:
+            processor.close()
     return processor.totals
 
 
@@ -236,6 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        return _checked_run(config, args.once, args.timeout, stop)
+
+
+def _checked_run(config: AppConfig, once: bool, timeout: float | None, stop: threading.Event) -> int:
     # The client libraries' own chatter stays out of the one line a failed check prints.
     for noisy in ("kafka", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
@@ -255,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = build_spark(config)
     failure: tuple[int, str] | None = None
     try:
-        totals = run(spark, config, once=args.once, timeout_seconds=args.timeout)
+        totals = run(spark, config, once=once, timeout_seconds=timeout, stop=stop)
     except SettingsChanged as exc:
         failure = (2, f"error: {exc}")
     except QueryFailed as exc:

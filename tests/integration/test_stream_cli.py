@@ -17,12 +17,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psutil
 import pytest
 from pyspark.sql import SparkSession
 
 from jobs.aws.clients import aws_client
 from jobs.pipeline.tables import ALL_TABLES, PUBLIC_TABLES
-from jobs.stream_signals import run, start_query
+from jobs.stream_signals import prepare, run, start_query
 from tests.support import appended_at, batch_ids, json_ticks
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -145,6 +146,35 @@ def test_sigterm_lets_the_running_batch_commit_then_prints_the_summary(
     assert ticks.count() == 60 * len(metrics)
 
 
+def test_sigterm_while_spark_starts_reads_nothing_and_prints_the_summary(
+    make_config, kafka_broker, kafka_topic, produce, tmp_path
+) -> None:
+    """A stop during start-up (the Spark JVM starting, tables being created, the warm-up): the job starts no query
+    and ends as cleanly as between two batches, rather than dying on the signal's default action."""
+    topic = kafka_topic()
+    config = make_config(f"kafka.bootstrap_servers={kafka_broker.address}", f"kafka.topic={topic}")
+    produce(topic, json_ticks(0, 5, symbols=3))
+    stdout_file, stderr_file = tmp_path / "job.out", tmp_path / "job.err"
+    with open(stdout_file, "wb") as out, open(stderr_file, "wb") as err:
+        job = subprocess.Popen(_job_command(config), cwd=REPO_ROOT, stdout=out, stderr=err, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        # The job's Spark JVM (its child) exists once main() is building the session.
+        while not psutil.Process(job.pid).children() and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.02)
+        assert job.poll() is None, stderr_file.read_text()[-3000:]
+        job.send_signal(signal.SIGTERM)
+        job.wait(timeout=600)
+    finally:
+        _kill_group(job)
+    stderr = stderr_file.read_text()
+    assert job.returncode == 0, stderr[-3000:]
+    assert "received SIGTERM" in stderr and "Traceback" not in stderr
+    assert _summary_line(stdout_file.read_text())["batches"] == 0
+    # No micro-batch was planned: the next start reads the topic from the beginning.
+    assert batch_ids(Path(config.checkpoint_path()) / "offsets") == set()
+
+
 def test_timeout_stops_the_job_on_its_own(make_config, kafka_broker, kafka_topic, tmp_path) -> None:
     config = make_config(f"kafka.bootstrap_servers={kafka_broker.address}", f"kafka.topic={kafka_topic()}")
     stdout_file, stderr_file = tmp_path / "job.out", tmp_path / "job.err"
@@ -180,7 +210,7 @@ def test_starting_offsets_latest_skips_what_was_in_the_topic(spark, make_config,
         f"kafka.bootstrap_servers={kafka_broker.address}", f"kafka.topic={topic}", "kafka.starting_offsets=latest"
     )
     produce(topic, json_ticks(0, 5, symbols=3, prefix="OLD"))
-    query, _ = start_query(spark, config, once=False)
+    query = start_query(spark, config, once=False, processor=prepare(spark, config))
     try:
         # The source resolves `latest` on its first trigger and records it in the checkpoint.
         initial = Path(config.checkpoint_path()) / "sources" / "0" / "0"
