@@ -6,7 +6,9 @@ stopped by the next run)."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +25,7 @@ from jobs.devstack.services import free_port
 from jobs.lake.delta_log import read_delta_arrow
 from jobs.lake.query import run_query
 from jobs.pipeline.config import load_config
+from tests.support import delta_commits
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Two demo runs and a broker: minutes on an idle 2-core machine, far more on a busy one.
@@ -421,3 +424,61 @@ def test_demo_writes_png_and_html_charts(demo) -> None:
             assert html.lstrip().lower().startswith("<!doctype html>") and html.rstrip().endswith("</html>")
             assert "Plotly.newPlot" in html
             assert not re.search(r"<script[^>]*\bsrc=", html)  # self-contained: plotly.js is inlined
+
+
+def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal: SIGINT to the demo's foreground process group while its broker, stream job and
+    simulator all run and the job has written a micro-batch. The demo stops each one (the job between two
+    micro-batches) and exits 130. (A stop during the job's start-up: test_stream_cli.py.)"""
+    data_dir = tmp_path / "data"
+    state_file = data_dir / "demo-processes.json"
+    metrics = data_dir / "delta" / "pipeline_metrics"
+    # A free port with no `make up` broker on it: the demo starts its own.
+    command = _demo_command(data_dir, tmp_path / "make-up", free_port(), "--duration", "300", "--drain", "60")
+    out_file = tmp_path / "demo.out"
+    started: dict[int, tuple[str, float]] = {}
+    with open(out_file, "w") as log:
+        demo = subprocess.Popen(
+            command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 600
+        names: set[str] = set()
+        while demo.poll() is None and time.monotonic() < deadline:
+            entries = _state(state_file)
+            for entry in entries:
+                for process in _with_descendants(entry["pid"]):
+                    started.setdefault(process.pid, (entry["name"], process.create_time()))
+            names = {entry["name"] for entry in entries}
+            # Everything runs: the broker, the job, the simulator sending, and a first batch committed.
+            if names == {"kafka", "stream job", "simulator"} and len(delta_commits(metrics)) >= 2:
+                break
+            time.sleep(0.2)
+        assert demo.poll() is None and names == {"kafka", "stream job", "simulator"}, out_file.read_text()[-3000:]
+        os.killpg(demo.pid, signal.SIGINT)
+        code = demo.wait(timeout=300)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait(timeout=30)
+        for process in _recorded(started):
+            if _running(process):
+                process.kill()
+    out = out_file.read_text()
+    assert code == 130, out[-3000:]
+    assert "SIGINT: stopping what the demo started" in out
+    assert [line for line in out.splitlines() if line.startswith("stopped: ")] == [
+        "stopped: simulator, stream job, kafka"
+    ]
+    assert "Traceback" not in out
+    alive = [f"pid {p.pid}: {' '.join(p.cmdline())[:120]}" for p in _recorded(started) if _running(p)]
+    assert alive == []
+    assert {name for name, _ in started.values()} == {"kafka", "stream job", "simulator"}
+    assert not state_file.exists()
+    # The job ended on its own SIGTERM path, not killed: every batch it ran committed, then it printed its summary.
+    job_log = (data_dir / "logs" / "stream_signals.log").read_text()
+    summaries = [json.loads(line) for line in job_log.splitlines() if line.startswith('{"event": "summary"')]
+    assert len(summaries) == 1, job_log[-3000:]
+    written = _delta(data_dir, "pipeline_metrics")
+    assert summaries[0]["batches"] == len(written) >= 1
+    assert summaries[0]["records_read"] == int(written["records_read"].sum())

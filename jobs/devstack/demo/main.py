@@ -25,11 +25,15 @@ from jobs.devstack.services import ServiceError
 from jobs.pipeline.config import ConfigError, is_remote, load_config
 
 
-class Interrupted(Exception):
-    """Ctrl-C or SIGTERM: stop what was started, then exit 130."""
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM: stop what was started, then exit 130.
+
+    A BaseException, as KeyboardInterrupt is: the signal lands wherever the demo waits, also inside code that
+    catches a poll's own errors (`except Exception`), which must not swallow it."""
 
 
-def _raise_interrupted(signum: int, _frame: Any) -> None:
+def raise_interrupted(signum: int, _frame: Any) -> None:
+    """The demo's SIGINT and SIGTERM handler."""
     raise Interrupted(signal.Signals(signum).name)
 
 
@@ -51,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     processes = Processes(state_file)
     bootstrap = ""
     board: Any = None
-    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
     code = 0
     try:
         leftovers = stop_leftovers(state_file)
