@@ -55,8 +55,25 @@ def main(argv: list[str] | None = None) -> int:
         "--table", action="append", choices=TABLE_NAMES, help="table to maintain (repeatable; default: all)"
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("optimize", parents=[common], help="compact small files of each table")
-    vacuum_parser = commands.add_parser("vacuum", parents=[common], help="delete files no version references")
+    commands.add_parser(
+        "optimize",
+        parents=[common],
+        help="compact small files of each table",
+        description=(
+            "Bin-pack each table's small files (Delta OPTIMIZE). For a stopped job, or beside a running one on a "
+            "local or HDFS root (the job retries what conflicts); on S3 only with Delta's DynamoDB LogStore set for "
+            "every writer, else leave compaction to the job (stream.compact_every_batches)."
+        ),
+    )
+    vacuum_parser = commands.add_parser(
+        "vacuum",
+        parents=[common],
+        help="delete files no version references",
+        description=(
+            "Delete the files that no table version of the last --retain-hours references (Delta VACUUM). "
+            f"At least {MIN_RETAIN_HOURS} hours, so a running reader or the stream never loses a file it needs."
+        ),
+    )
     vacuum_parser.add_argument(
         "--retain-hours",
         type=int,

@@ -252,7 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sync = commands.add_parser("sync", help="create or update the Glue database and tables")
+    sync = commands.add_parser(
+        "sync",
+        help="create or update the Glue database and tables",
+        description=(
+            "Create or update glue.database and one Glue table per Delta table (table_type=DELTA, its s3:// "
+            "location, columns and partition keys from the Delta log); a table already up to date is left alone."
+        ),
+    )
     add_config_arguments(sync)
     sync.add_argument(
         "--table",

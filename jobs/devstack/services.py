@@ -428,7 +428,16 @@ def main(argv: list[str] | None = None) -> int:
     common = argparse.ArgumentParser(add_help=False)
     add_config_arguments(common)
     commands = parser.add_subparsers(dest="command", required=True)
-    up_parser = commands.add_parser("up", parents=[common], help="start Kafka and moto (already running ones are kept)")
+    up_parser = commands.add_parser(
+        "up",
+        parents=[common],
+        help="start Kafka and moto (already running ones are kept)",
+        description=(
+            "Start a Kafka broker (KRaft, from the jars of make setup) and a moto server for S3 and Glue on "
+            "127.0.0.1, optionally Trino and a Spark standalone cluster; what already runs is kept. Their state "
+            "and logs are in services.state_dir."
+        ),
+    )
     up_parser.add_argument("--kafka-port", type=int, help="broker port (default services.kafka_port; 0 = free port)")
     up_parser.add_argument("--moto-port", type=int, help="moto port (default services.moto_port; 0 = free port)")
     up_parser.add_argument("--no-moto", action="store_true", help="start the Kafka broker only")
@@ -437,8 +446,18 @@ def main(argv: list[str] | None = None) -> int:
     up_parser.add_argument(
         "--spark-cluster", action="store_true", help="also start a Spark standalone master and two workers"
     )
-    commands.add_parser("down", parents=[common], help="stop every service started by `up`")
-    commands.add_parser("status", parents=[common], help="show what runs, on which port, and where it logs")
+    commands.add_parser(
+        "down",
+        parents=[common],
+        help="stop every service started by `up`",
+        description="Stop every service `up` started (SIGTERM, then SIGKILL after 20 s); nothing else is touched.",
+    )
+    commands.add_parser(
+        "status",
+        parents=[common],
+        help="show what runs, on which port, and where it logs",
+        description="Show each service `up` started: whether it runs, its port and its log file.",
+    )
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)

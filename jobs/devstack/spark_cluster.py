@@ -395,7 +395,14 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    submit = commands.add_parser("submit", help="spark-submit dist/ to the running local cluster")
+    submit = commands.add_parser(
+        "submit",
+        help="spark-submit dist/ to the running local cluster",
+        description=(
+            "spark-submit the package in --dist to the master that `make up SPARK_CLUSTER=1` started, with the "
+            "cluster virtualenv's Python; arguments after `--` go to the job (e.g. -- --once)."
+        ),
+    )
     submit.add_argument("--config", default=str(REPO_ROOT / "conf" / "local.yaml"), help="profile of the job")
     submit.add_argument("--dist", type=Path, default=REPO_ROOT / "dist", help="the package (default: dist/)")
     submit.add_argument("--venv", default=DEFAULT_CLUSTER_VENV, help="cluster virtualenv (default: .venv-cluster)")
