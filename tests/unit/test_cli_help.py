@@ -11,6 +11,7 @@ import subprocess
 import sys
 from contextlib import redirect_stdout
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,7 +48,7 @@ def _parser_of(command: str, monkeypatch: pytest.MonkeyPatch) -> argparse.Argume
     parsers: list[argparse.ArgumentParser] = []
     parse = argparse.ArgumentParser.parse_known_args
 
-    def recording(self: argparse.ArgumentParser, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def recording(self: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
         parsers.append(self)
         return parse(self, *args, **kwargs)
 
