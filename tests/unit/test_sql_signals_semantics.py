@@ -202,3 +202,27 @@ def test_equal_averages_are_equal_in_the_views(tmp_path: Path) -> None:
     assert actual["crossover"].dropna().tolist() == []
     expected = expected_signals(rows, 9, 21)
     assert actual["signal"].tolist() == expected["signal"].tolist()
+
+
+def test_a_query_that_would_differ_on_duckdb_is_refused_unless_written_for_duckdb(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Integer `/` truncates in Athena and not in DuckDB: the command refuses it in one line naming the construct,
+    rather than answer something Athena would not; `--dialect duckdb` runs it as DuckDB SQL."""
+    from jobs.lake.query import main
+
+    t0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+    write_ticks(tmp_path, [("SYM001", t0, 10.0, 5), ("SYM001", t0 + timedelta(seconds=30), 11.0, 7)])
+    common = ["--set", f"storage.root={tmp_path}", "--set", f"storage.checkpoint_root={tmp_path / 'cp'}", "-q"]
+    sql = "SELECT volume / 2 AS half FROM ticks ORDER BY event_time"
+    assert main([*common, sql]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    (line,) = err.splitlines()
+    assert line.startswith("error: query: ") and "/" in line and "--dialect duckdb" in line
+    assert main([*common, "--dialect", "duckdb", "--format", "csv", sql]) == 0
+    out, err = capsys.readouterr()
+    assert out.split() == ["half", "2.5", "3.5"]
+    # The Athena way to the same numbers is translated, not refused.
+    assert main([*common, "--format", "csv", "SELECT CAST(volume AS DOUBLE) / 2 AS half FROM ticks ORDER BY 1"]) == 0
+    assert capsys.readouterr().out.split() == ["half", "2.5", "3.5"]
