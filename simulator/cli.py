@@ -19,7 +19,7 @@ from jobs.pipeline.config import AppConfig, ConfigError, add_config_arguments, c
 from simulator.engine import MemorySink, Sink, StreamOptions, stop_on_signals, stream_ticks
 from simulator.faults import FaultInjector, FaultRates
 from simulator.market import Market, MarketSpec, build_symbol_specs, symbol_names
-from simulator.messages import FORMATS, SYMBOL_PATTERN, Encoder, parse_iso_time
+from simulator.messages import FORMATS, SYMBOL_PATTERN, Encoder, parse_iso_time, utc_iso
 from simulator.producer import ProducerError, ProducerSettings, TickProducer, ensure_topic
 from simulator.replay import CsvError, read_csv
 
@@ -140,8 +140,8 @@ def _common_options(config_parent: argparse.ArgumentParser) -> argparse.Argument
     out.add_argument(
         "--seed",
         type=int,
-        help="seed of every random choice (default simulator.seed; "
-        "none: a fresh one, printed in the summary); same seed + arguments = same bytes",
+        help="seed of every random choice (default simulator.seed; none: a fresh one, printed in the summary with "
+        "the --start that repeats the run); same seed + arguments = same bytes",
     )
     out.add_argument(
         "--speed",
@@ -365,8 +365,10 @@ def execute(
     args.seeded = args.seed is not None or config.simulator.seed is not None
     seed = _seed(args, config)
     market_rng, fault_rng = _generators(seed)
+    start: str | None = None
     if args.command == "run":
         market = market_from_args(args, config, seed, zone, market_rng)
+        start = utc_iso(market.spec.start_ms)
         end_ms, total = _run_bounds(args, market)
         batches = market.batches(args.count, end_ms)
         message_format = args.format
@@ -398,6 +400,9 @@ def execute(
         "idempotent_producer": sink.idempotent if isinstance(sink, TickProducer) else None,
         "format": message_format,
         "seed": seed,
+        # With `start`, what repeats a run byte for byte (with the same other arguments): an unseeded run starts now.
+        "seeded": args.seeded,
+        "start": start,
         **result,
     }
 
@@ -417,6 +422,8 @@ def _print_summary(result: dict[str, Any]) -> None:
         )
     if result["first_event_time"]:
         print(f"  event time {result['first_event_time']} .. {result['last_event_time']}")
+    if result["start"] and not result["seeded"]:
+        print(f"  to repeat this run, add: --seed {result['seed']} --start {result['start']}")
     for error in result["errors"]:
         print(f"  delivery error: {error}", file=sys.stderr)
 
