@@ -273,3 +273,67 @@ def test_the_state_holds_each_symbols_newest_stored_ticks_so_in_order_ticks_read
     # A restarted driver loads the same state from `_signal_state`.
     restarted = SignalBatchProcessor(spark, config, checkpoint="unused", app_id="held-app")
     assert restarted.states == processor.states
+
+
+def _operations(spark: SparkSession, config: AppConfig, table: str) -> list[tuple[str, dict]]:
+    from delta.tables import DeltaTable
+
+    history = DeltaTable.forPath(spark, config.table_path(table)).history().orderBy("version").collect()
+    return [(row.operation, dict(row.operationParameters)) for row in history]
+
+
+def _files_per_date(spark: SparkSession, config: AppConfig, table: str) -> dict[str, int]:
+    frame = spark.read.format("delta").load(config.table_path(table))
+    files = frame.select("event_date", F.input_file_name().alias("file")).distinct()
+    return {str(row.event_date): row["count"] for row in files.groupBy("event_date").count().collect()}
+
+
+def test_the_job_compacts_its_settled_partitions_every_n_batches_and_changes_no_row(
+    spark: SparkSession, local_config: AppConfig, tmp_path: Path
+) -> None:
+    """`stream.compact_every_batches`: every N batches that wrote ticks, the job OPTIMIZEs the event dates before
+    the lateness horizon (and its metrics), in its own driver; the tables hold the same rows as without it."""
+    day_one = [("AAA", _tick("AAA", m)) for m in range(0, 40, 10)]  # 2026-11-24 18:00..18:30
+    batches = [
+        day_one[:2],
+        # In order after batch 0: more of 2026-11-24, then 2026-11-25 01:00 on (the horizon moves past 11-24).
+        day_one[2:] + [("AAA", _tick("AAA", 420 + m)) for m in range(0, 30, 10)],
+    ]
+    # The hand-made records all carry KAFKA_TIME (11-25 00:00): allow the 11-25 01:00 ticks.
+    ticks_after_kafka_time = ["stream.max_future_seconds=86400"]
+    tables = {}
+    for every in (0, 2):
+        config = with_overrides(
+            local_config,
+            [
+                f"storage.root={tmp_path / f'every-{every}'}",
+                *_SETTINGS,
+                f"stream.compact_every_batches={every}",
+                *ticks_after_kafka_time,
+            ],
+        )
+        ensure_tables(spark, config)
+        processor = SignalBatchProcessor(spark, config, checkpoint="unused", app_id=f"compact-{every}")
+        offset = 0
+        for batch_id, values in enumerate(batches):
+            processor(_records(spark, values, offset), batch_id)
+            offset += len(values)
+        tables[every] = config
+
+    plain, compacted = tables[0], tables[2]
+    for table in ("ticks", "signals"):
+        optimized = [params for operation, params in _operations(spark, compacted, table) if operation == "OPTIMIZE"]
+        assert len(optimized) == 1, table
+        assert "2026-11-25" in optimized[0]["predicate"], optimized[0]
+        assert not [op for op, _ in _operations(spark, plain, table) if op == "OPTIMIZE"], table
+        # Two appends made two files for 11-24; compaction leaves one, and leaves 11-25 (within the horizon) alone.
+        assert _files_per_date(spark, plain, table) == {"2026-11-24": 2, "2026-11-25": 1}, table
+        assert _files_per_date(spark, compacted, table) == {"2026-11-24": 1, "2026-11-25": 1}, table
+    assert "OPTIMIZE" in [op for op, _ in _operations(spark, compacted, "pipeline_metrics")]
+    # The same rows in every table, compacted or not (but for the wall-clock times of the writes).
+    for table in ("raw_ticks", "ticks", "ticks_quarantine", "signals"):
+        assert_df_equality(
+            spark.read.format("delta").load(compacted.table_path(table)).drop("ingest_time", "updated_at"),
+            spark.read.format("delta").load(plain.table_path(table)).drop("ingest_time", "updated_at"),
+            ignore_row_order=True,
+        )
