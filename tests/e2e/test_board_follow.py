@@ -233,3 +233,38 @@ def test_health_totals_count_every_batch_once(tmp_path: Path) -> None:
     assert (health["batches"], health["last_batch_id"], health["lag_ms"]) == (240, 300, 30000)
     # The last 12 batches: 2 s apart, 1 s long -> 23 s; records 290..301.
     assert health["records_per_second"] == round(sum(range(290, 302)) / 23, 1)
+
+
+def test_an_unreadable_table_is_reported_and_the_board_recovers_once_it_reads_again(tmp_path: Path) -> None:
+    """A table that cannot be read (here a commit that is not JSON) gives the page its error, in place of the
+    table's message; the board keeps what it showed, and the next refresh after the table is whole goes on."""
+    config = _config(tmp_path / "delta")
+    updated = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    rows = signal_rows("SYM001", *series(0, 30), updated)
+    append(tmp_path / "delta", SIGNALS, rows[:20])
+    state = BoardState(config)
+    state.refresh()
+    assert state.snapshot()["signals"]["message"] is None
+
+    broken = tmp_path / "delta" / "signals" / "_delta_log" / f"{1:020d}.json"
+    broken.write_text("{not json\n")
+    state.refresh()
+    snapshot = state.snapshot()
+    message = snapshot["signals"]["message"]
+    assert message.startswith(f"cannot read signals at {config.table_path('signals')}: "), message
+    assert "\n" not in message
+    assert snapshot["tables"]["signals"]["status"] == "error"
+    # What the board showed stays: the newest row read before the error.
+    assert [row["event_time"] for row in snapshot["signals"]["rows"]] == [
+        rows[19]["event_time"].isoformat().replace("+00:00", "Z")
+    ]
+
+    broken.unlink()
+    append(tmp_path / "delta", SIGNALS, rows[20:])
+    state.refresh()
+    snapshot = state.snapshot()
+    assert snapshot["signals"]["message"] is None and snapshot["tables"]["signals"]["status"] == "ok"
+    assert [row["event_time"] for row in snapshot["signals"]["rows"]] == [
+        rows[29]["event_time"].isoformat().replace("+00:00", "Z")
+    ]
+    assert state.chart("SYM001")["ticks"] == 30
