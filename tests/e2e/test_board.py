@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -27,7 +28,6 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 from pyspark.sql import types as T
 
-from jobs.devstack.services import free_port
 from jobs.pipeline.tables import PIPELINE_METRICS, SIGNALS, TICKS_QUARANTINE, TableSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -144,11 +144,12 @@ class Board:
 
 @pytest.fixture
 def board(tmp_path: Path) -> Iterator[Board]:
+    """`python -m jobs.board --port 0`: a free port, and the address it printed."""
     root = tmp_path / "delta"
     root.mkdir()
-    port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("MARKET_SIGNALS_")}
-    log = (tmp_path / "board.log").open("wb")
+    log_path = tmp_path / "board.log"
+    log = log_path.open("wb")
     process = subprocess.Popen(
         [
             sys.executable,
@@ -159,25 +160,30 @@ def board(tmp_path: Path) -> Iterator[Board]:
             "--set",
             "board.refresh_seconds=0.5",
             "--port",
-            str(port),
+            "0",
         ],
         cwd=REPO_ROOT,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + WAIT
+        url = None
         while True:
+            if url is None:
+                printed = re.search(r"signal board: (http://127\.0\.0\.1:(\d+)/) ", log_path.read_text())
+                url = printed.group(1) if printed and int(printed.group(2)) > 0 else None
             try:
-                with urllib.request.urlopen(url + "healthz", timeout=2):
-                    break
+                if url is not None:
+                    with urllib.request.urlopen(url + "healthz", timeout=2):
+                        break
             except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.flush()
-                    pytest.fail(f"board did not start: {(tmp_path / 'board.log').read_text()}")
-                time.sleep(0.2)
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                pytest.fail(f"board did not start: {log_path.read_text()}")
+            time.sleep(0.2)
         yield Board(url, root, process)
     finally:
         process.send_signal(signal.SIGTERM)
@@ -243,6 +249,27 @@ def text_of(driver: Any, element_id: str) -> str:
 
 
 # -- the tests ---------------------------------------------------------------------------------------------------
+
+
+def test_the_page_loads_nothing_from_outside_the_board(board: Board) -> None:
+    """No internet needed: every script, style and image the page names is served by the board itself, plotly.min.js
+    as the installed plotly package ships it (the version the figures are built for)."""
+    from jobs.lake.board.app import plotly_js_path
+
+    with urllib.request.urlopen(board.url, timeout=20) as response:
+        html = response.read().decode()
+    sources = re.findall(r"<(?:script|link|img)\b[^>]*\b(?:src|href)=\"([^\"]+)\"", html)
+    assert "/static/plotly.min.js" in sources
+    assert not re.search(r"(https?:)?//", "".join(sources)), sources
+    for source in sources:
+        with urllib.request.urlopen(board.url + source.lstrip("/"), timeout=20) as response:
+            body = response.read()
+        assert response.status == 200 and body, source
+        if source == "/static/plotly.min.js":
+            assert body == plotly_js_path().read_bytes()
+    for script in ("/static/board.js", "/static/board.css"):
+        with urllib.request.urlopen(board.url + script.lstrip("/"), timeout=20) as response:
+            assert not re.search(r"https?://", response.read().decode()), script
 
 
 def test_missing_then_empty_tables_are_explained(board: Board, browser: Any) -> None:
