@@ -9,6 +9,7 @@ import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
@@ -164,3 +165,13 @@ def test_reading_a_table_without_spark_exits_cleanly_every_time(signals_config) 
         assert result.stdout.strip() == "120", result.stderr
         codes.append(result.returncode)
     assert codes == [3] * 8
+
+
+def test_last_keeps_the_newest_ticks_of_each_symbol(signals_config) -> None:
+    everything = load_signals(signals_config, ["SYM002", "SYM001"])
+    assert list(everything.groupby("symbol").size()) == [60, 60]
+    last = load_signals(signals_config, ["SYM002", "SYM001"], last=10)
+    expected = everything.groupby("symbol").tail(10).reset_index(drop=True)
+    assert last.equals(expected)
+    assert last["event_time"].min() == pd.Timestamp(T0 + timedelta(seconds=30 * 50), tz="UTC")
+    assert list(last["symbol"]) == ["SYM001"] * 10 + ["SYM002"] * 10
