@@ -268,3 +268,27 @@ def test_an_unreadable_table_is_reported_and_the_board_recovers_once_it_reads_ag
         rows[29]["event_time"].isoformat().replace("+00:00", "Z")
     ]
     assert state.chart("SYM001")["ticks"] == 30
+
+
+def test_the_chart_and_the_crossover_list_keep_only_the_newest(tmp_path: Path) -> None:
+    """`board.chart_ticks` newest signals per symbol in the chart, `board.crossovers_shown` newest crossovers."""
+    updated = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    rows = [row for index in range(3) for row in signal_rows(f"SYM00{index + 1}", *series(index, 120), updated)]
+    append(tmp_path / "delta", SIGNALS, rows[:200])
+    config = _config(tmp_path / "delta", "board.chart_ticks=10", "board.crossovers_shown=3")
+    state = BoardState(config)
+    state.refresh()
+    append(tmp_path / "delta", SIGNALS, rows[200:])  # the same again when the rows come in later commits
+    state.refresh()
+    for symbol in ("SYM001", "SYM002", "SYM003"):
+        chart = state.chart(symbol)
+        assert chart is not None and chart["ticks"] == 10
+        newest = sorted(row["event_time"] for row in rows if row["symbol"] == symbol)[-10:]
+        plotted = [trace for trace in chart["figure"]["data"] if trace.get("name") == "close"]
+        assert [datetime.fromisoformat(x).replace(tzinfo=UTC) for x in plotted[0]["x"]] == newest
+    crossings = sorted(((row["event_time"], row["symbol"]) for row in rows if row["crossover"]), reverse=True)
+    assert len(crossings) > 3
+    shown = state.snapshot()["crossovers"]
+    assert [(row["event_time"], row["symbol"]) for row in shown] == [
+        (when.isoformat().replace("+00:00", "Z"), symbol) for when, symbol in crossings[:3]
+    ]
