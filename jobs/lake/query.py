@@ -268,7 +268,12 @@ def _read_sql(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
     if args.file and args.sql:
         parser.error("give the query either as an argument or with --file, not both")
     if args.file:
-        return sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        if args.file == "-":
+            return sys.stdin.read()
+        try:
+            return Path(args.file).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            parser.error(f"--file {args.file}: cannot read it ({getattr(exc, 'strerror', None) or exc})")
     if not args.sql:
         parser.error("no query given (pass it as an argument, with --file, or use --list)")
     return args.sql

@@ -226,3 +226,43 @@ def test_a_query_that_would_differ_on_duckdb_is_refused_unless_written_for_duckd
     # The Athena way to the same numbers is translated, not refused.
     assert main([*common, "--format", "csv", "SELECT CAST(volume AS DOUBLE) / 2 AS half FROM ticks ORDER BY 1"]) == 0
     assert capsys.readouterr().out.split() == ["half", "2.5", "3.5"]
+
+
+def test_the_query_comes_from_a_file_or_stdin_and_trino_takes_athena_sql_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from jobs.lake.query import main
+
+    t0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+    write_ticks(tmp_path, [("SYM001", t0, 10.0, 5), ("SYM002", t0, 11.0, 7)])
+    common = ["--set", f"storage.root={tmp_path}", "--set", f"storage.checkpoint_root={tmp_path / 'cp'}", "-q"]
+    query = tmp_path / "volumes.sql"
+    query.write_text("-- the volume of each symbol\nSELECT symbol, volume FROM ticks ORDER BY symbol\n")
+    assert main([*common, "--format", "csv", "-f", str(query)]) == 0
+    assert capsys.readouterr().out.split() == ["symbol,volume", "SYM001,5", "SYM002,7"]
+    monkeypatch.setattr("sys.stdin", io.StringIO(query.read_text()))
+    assert main([*common, "--format", "csv", "-f", "-"]) == 0
+    assert capsys.readouterr().out.split() == ["symbol,volume", "SYM001,5", "SYM002,7"]
+
+    for refused, why in (
+        (["--dialect", "duckdb"], "--dialect duckdb needs --engine duckdb"),
+        (["--substitute-windows"], "--substitute-windows needs --engine duckdb"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*common, "--engine", "trino", *refused, "SELECT 1"])
+        assert exit_info.value.code == 2
+        assert why in capsys.readouterr().err
+
+
+def test_a_query_file_that_cannot_be_read_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from jobs.lake.query import main
+
+    missing = tmp_path / "nowhere.sql"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--set", f"storage.root={tmp_path}", "-f", str(missing)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: --file {missing}: cannot read it (No such file or directory)" in err
+    assert "Traceback" not in err
