@@ -191,3 +191,19 @@ def test_an_unseeded_run_prints_what_repeats_it_byte_for_byte(capsys) -> None:
     seed, start = hint.split("--seed ")[1].split(" --start ")
     args, config = parse_args([*common, "--seed", seed, "--start", start.strip()])
     assert execute(args, config, sink=MemorySink())["start"] == start.strip()
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("90s", 90), ("1.5s", 1.5), ("15m", 900), ("6h", 21600), ("2d", 172800)]
+)
+def test_durations_in_each_unit(text: str, seconds: float) -> None:
+    args, _ = parse_args(["run", "--duration", text])
+    assert args.duration == seconds
+
+
+@pytest.mark.parametrize("text", ["0", "0s", "-5m", "15 minutes", "2w", "m", ""])
+def test_a_bad_duration_exits_2_naming_it(text: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--dry-run", f"--duration={text}"])
+    assert exit_info.value.code == 2
+    assert f"{text!r} is not a positive duration (e.g. 90, 90s, 15m, 6h, 2d)" in capsys.readouterr().err
