@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
+import pytest
 from pyspark.sql import SparkSession
 
 from jobs.pipeline.config import AppConfig, with_overrides
 from jobs.pipeline.delta_io import ensure_tables
+from jobs.pipeline.micro_batch import RunTotals
 from jobs.pipeline.tables import ALL_TABLES
 from jobs.pipeline.warm_up import SCRATCH_FOLDER, scratch_config, synthetic_batches, warm_up
 
@@ -60,3 +63,42 @@ def test_the_synthetic_batches_reach_every_outcome_and_a_late_tick(
     assert first.count() == 2 * 23 + 2  # full windows for two symbols, a re-send, a reject
     times = [row.event_time for row in parse_records(second, 4096, "UTC").collect()]
     assert times[-1] < max(times)  # the last record is late
+
+
+@pytest.mark.parametrize(("once", "warmed"), [(False, True), (True, False)], ids=["continuous", "once"])
+def test_a_continuous_run_warms_up_first_and_a_stop_meanwhile_starts_no_query(
+    spark: SparkSession,
+    local_config: AppConfig,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    once: bool,
+    warmed: bool,
+) -> None:
+    """`stream.warm_up`: a continuous run warms up before its query starts, `--once` does not; a stop that arrives
+    meanwhile (SIGTERM during the warm-up) starts no query: nothing planned, nothing read."""
+    from jobs import stream_signals
+
+    config = with_overrides(
+        local_config,
+        [
+            f"storage.root={tmp_path / 'delta'}",
+            f"storage.checkpoint_root={tmp_path / 'checkpoints'}",
+            "stream.warm_up=true",
+            "kafka.bootstrap_servers=127.0.0.1:9",  # never contacted: no query starts
+        ],
+    )
+    stop = threading.Event()
+    warmed_roots: list[str] = []
+
+    def warm_up_then_stop(_spark: SparkSession, warmed_config: AppConfig) -> float:
+        warmed_roots.append(warmed_config.storage.root)
+        stop.set()
+        return 0.0
+
+    monkeypatch.setattr(stream_signals, "warm_up", warm_up_then_stop)
+    if once:
+        stop.set()
+    assert stream_signals.run(spark, config, once=once, stop=stop) == RunTotals()
+    assert warmed_roots == ([config.storage.root] if warmed else [])
+    assert not Path(config.checkpoint_path()).exists()  # a started query writes its checkpoint's metadata at once
+    assert sorted(path.name for path in (tmp_path / "delta").iterdir()) == sorted(spec.name for spec in ALL_TABLES)
