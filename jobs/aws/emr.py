@@ -388,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="ARG",
         help="extra argument for the job on the cluster (repeatable), e.g. --job-arg=--set "
-        "--job-arg=stream.trigger_interval=1m",
+        "'--job-arg=stream.trigger_interval=1 minute'",
     )
     submit.add_argument(
         "--secret-env",

@@ -10,6 +10,7 @@ bootstrap servers. Unknown keys and wrong types fail at load, naming the key.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 from pathlib import Path
@@ -71,12 +72,29 @@ class KafkaConfig(_Section):
     # How long the streaming job waits for the brokers (and the topic) at start before it stops with an error.
     connect_timeout_seconds: float = Field(default=20.0, gt=0)
 
-    @field_validator("bootstrap_servers")
+    @field_validator("bootstrap_servers", "topic", "signals_topic")
     @classmethod
     def _non_empty(cls, value: str) -> str:
         if not value.strip():
-            raise ValueError("is empty (set it in the profile or MARKET_SIGNALS_KAFKA__BOOTSTRAP_SERVERS)")
+            raise ValueError("is empty (set it in the profile or its MARKET_SIGNALS_KAFKA__... variable)")
         return value.strip()
+
+    @field_validator("starting_offsets")
+    @classmethod
+    def _spark_offsets(cls, value: str) -> str:
+        # What Spark's Kafka source takes; anything else would fail only when the query starts.
+        if value in ("earliest", "latest"):
+            return value
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise ValueError(
+                f"{value!r} is not earliest, latest or a JSON object of offsets per topic and partition "
+                '(e.g. \'{"stock-ticks": {"0": 42, "1": -2}}\')'
+            )
+        return value
 
 
 class SparkConfig(_Section):
@@ -114,6 +132,10 @@ class SignalsConfig(_Section):
         return self
 
 
+_INTERVAL_PART = r"\d+(\.\d+)?\s+(week|day|hour|minute|second|millisecond|microsecond)s?"
+TRIGGER_INTERVAL = re.compile(rf"(interval\s+)?{_INTERVAL_PART}(\s+{_INTERVAL_PART})*", re.IGNORECASE)
+
+
 class StreamConfig(_Section):
     trigger_interval: str = "5 seconds"
     source_timezone: str = "Asia/Kolkata"
@@ -132,6 +154,18 @@ class StreamConfig(_Section):
     # (a fresh driver's first batches take 2-4x a warm one) while ticks wait. --once runs skip it (their one batch
     # pays the same either way).
     warm_up: bool = True
+
+    @field_validator("trigger_interval")
+    @classmethod
+    def _spark_interval(cls, value: str) -> str:
+        # The forms Spark's Trigger.ProcessingTime parses ("5 seconds", "1.5 seconds", "2 minutes 30 seconds",
+        # "interval 500 milliseconds"); Spark would refuse anything else only when the query starts.
+        if not TRIGGER_INTERVAL.fullmatch(value.strip()):
+            raise ValueError(
+                f"{value!r} is not a trigger interval: a number and a unit (week, day, hour, minute, second, "
+                "millisecond, microsecond), e.g. '5 seconds' or '500 milliseconds'"
+            )
+        return value
 
     @field_validator("source_timezone")
     @classmethod
@@ -440,7 +474,8 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
     lines = [f"invalid configuration ({source}):"]
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "<root>"
-        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        # A validator's own message is the whole story: without pydantic's "Value error, " in front of it.
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"].removeprefix("Value error, ")
         lines.append(f"  {key}: {message}")
     return "\n".join(lines)
 

@@ -63,7 +63,7 @@ def test_s3_location_without_bucket_is_refused() -> None:
     with pytest.raises(ConfigError) as error:
         load_config(AWS_YAML, environ={**ENV, "MARKET_SIGNALS_BUCKET": ""})
     message = str(error.value)
-    assert "storage.root: Value error, 's3a:///market-signals/delta' has no bucket" in message
+    assert "storage.root: 's3a:///market-signals/delta' has no bucket" in message
     assert "storage.checkpoint_root" in message
 
 

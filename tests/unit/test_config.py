@@ -49,6 +49,13 @@ def test_yaml_scalars_in_overrides() -> None:
         (["storage.root=hdfs://namenode/x"], "unsupported scheme 'hdfs'"),
         (["stream.source_timezone=Mars/Base"], "unknown time zone 'Mars/Base'"),
         (["kafka.topic"], "expected section.key=value"),
+        # Spark would refuse these only when the query starts, with a JVM stack trace.
+        (["stream.trigger_interval=banana"], "stream.trigger_interval: 'banana' is not a trigger interval"),
+        (["stream.trigger_interval=5s"], "stream.trigger_interval: '5s' is not a trigger interval"),
+        (["stream.trigger_interval=1 month"], "stream.trigger_interval: '1 month' is not a trigger interval"),
+        (["stream.trigger_interval=-5 seconds"], "stream.trigger_interval: '-5 seconds' is not a trigger interval"),
+        (["kafka.topic="], "kafka.topic: is empty"),
+        (["kafka.starting_offsets=yesterday"], "kafka.starting_offsets: 'yesterday' is not earliest, latest"),
     ],
 )
 def test_bad_values_fail_at_load_naming_the_key(overrides: list[str], message: str) -> None:
@@ -81,3 +88,29 @@ def test_with_overrides_revalidates() -> None:
     assert changed.signals.allowed_lateness_seconds == 60 and config.signals.allowed_lateness_seconds == 3600
     with pytest.raises(ConfigError, match="signals.allowed_lateness_seconds"):
         with_overrides(config, ["signals.allowed_lateness_seconds=-1"])
+
+
+@pytest.mark.parametrize(
+    "interval",
+    [
+        "5 seconds",
+        "1 second",
+        "500 milliseconds",
+        "1.5 seconds",
+        "0 seconds",
+        "5 Seconds",
+        "1 minute",
+        "1 day",
+        "2 minutes 30 seconds",
+        "interval 5 seconds",
+    ],
+)
+def test_every_trigger_interval_spark_accepts_is_accepted(interval: str) -> None:
+    """The forms Spark's Trigger.ProcessingTime parses (checked against Spark 4.0.2 once)."""
+    assert load_config(LOCAL, [f"stream.trigger_interval={interval}"], environ={}).stream.trigger_interval == interval
+
+
+def test_starting_offsets_as_spark_takes_them() -> None:
+    per_partition = '{"stock-ticks": {"0": 42, "1": -2}}'  # JSON, as a YAML string: quoted
+    for value, text in (("earliest", "earliest"), ("latest", "latest"), (per_partition, f"'{per_partition}'")):
+        assert load_config(LOCAL, [f"kafka.starting_offsets={text}"], environ={}).kafka.starting_offsets == value
