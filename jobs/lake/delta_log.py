@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from jobs.pipeline.config import AppConfig, is_remote
+
+_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def error_line(error: BaseException) -> str:
+    """`Type: message` on one plain line. deltalake's errors put each cause of the chain on a line of its own,
+    marked with `↳` and terminal colour codes."""
+    causes = (part.strip().lstrip("↳").strip() for part in _COLOUR.sub("", str(error)).splitlines())
+    return f"{type(error).__name__}: " + ": ".join(" ".join(part.split()) for part in causes if part)
 
 
 def delta_uri(location: str) -> str:

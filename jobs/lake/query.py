@@ -31,7 +31,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from jobs.lake.delta_log import open_delta_table
+from jobs.lake.delta_log import error_line, open_delta_table
 from jobs.lake.sql_views import (
     LOCAL_DIALECT,
     SOURCE_DIALECT,
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # storage failures (S3 unreachable, corrupt log): one line, not a traceback
-        print(f"error: cannot open the Delta tables: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"error: cannot open the Delta tables: {error_line(exc)}", file=sys.stderr)
         return 1
     try:
         if not args.quiet:

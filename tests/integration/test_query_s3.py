@@ -136,3 +136,27 @@ def test_cli_user_errors_exit_non_zero_without_traceback(
     ]
     assert main([*substituted, "SELECT COUNT(sma_short) AS n FROM v_signals"]) == 0
     assert capsys.readouterr().out == "n\n78\n"  # 3 symbols x (30 - 4) warm short averages
+
+
+def test_an_unreachable_s3_endpoint_is_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """deltalake's error spans a line per cause, with colour codes: the command prints it as one plain line."""
+    from jobs.devstack.services import free_port
+
+    closed = [
+        "--config",
+        str(REPO_ROOT / "conf" / "local.yaml"),
+        "--set",
+        "storage.root=s3a://no-such-bucket/delta",
+        "--set",
+        f"s3.endpoint=http://127.0.0.1:{free_port()}",
+        "--set",
+        "s3.path_style_access=true",
+        "--set",
+        "s3.use_test_credentials=true",
+    ]
+    assert main([*closed, "-q", "--list"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    (line,) = err.splitlines()
+    assert line.startswith("error: cannot open the Delta tables: ") and "Connection refused" in line, line
+    assert "\x1b" not in line and "↳" not in line

@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from jobs.lake.delta_log import open_delta_table, read_delta_arrow
+from jobs.lake.delta_log import error_line, open_delta_table, read_delta_arrow
 from jobs.pipeline.config import AppConfig
 
 # Operations that rewrite files without changing the rows they hold.
@@ -94,7 +94,7 @@ class TableFollower:
             self.error = None
         except Exception as exc:  # a table being replaced under us: report it, retry from scratch next time
             self.status = "error"
-            self.error = f"cannot read {self.name} at {self.location}: {type(exc).__name__}: {exc}".splitlines()[0]
+            self.error = f"cannot read {self.name} at {self.location}: {error_line(exc)}"
             self._table = None
             rows = None
         stats.seconds = time.perf_counter() - started
