@@ -286,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"error: cannot read the signals table or write the charts: {exc}", file=sys.stderr)
+        from jobs.lake.delta_log import error_line
+
+        print(f"error: cannot read the signals table or write the charts: {error_line(exc)}", file=sys.stderr)
         return 1
     for path in paths:
         print(path)

@@ -175,3 +175,25 @@ def test_last_keeps_the_newest_ticks_of_each_symbol(signals_config) -> None:
     assert last.equals(expected)
     assert last["event_time"].min() == pd.Timestamp(T0 + timedelta(seconds=30 * 50), tz="UTC")
     assert list(last["symbol"]) == ["SYM001"] * 10 + ["SYM002"] * 10
+
+
+def test_an_unreachable_s3_endpoint_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from jobs.devstack.services import free_port
+    from jobs.lake.report import main
+
+    closed = [
+        "--set",
+        "storage.root=s3a://no-such-bucket/delta",
+        "--set",
+        f"s3.endpoint=http://127.0.0.1:{free_port()}",
+        "--set",
+        "s3.path_style_access=true",
+        "--set",
+        "s3.use_test_credentials=true",
+    ]
+    assert main([*closed, "--symbols", "SYM001", "--out", str(tmp_path)]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert (
+        line.startswith("error: cannot read the signals table or write the charts: ") and "Connection refused" in line
+    )
+    assert "\x1b" not in line and "↳" not in line
