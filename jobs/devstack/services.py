@@ -29,7 +29,14 @@ from pathlib import Path
 
 import psutil
 
-from jobs.pipeline.config import AppConfig, ConfigError, add_config_arguments, config_from_args, resolve_local_path
+from jobs.pipeline.config import (
+    AppConfig,
+    ConfigError,
+    add_config_arguments,
+    config_from_args,
+    port_number,
+    resolve_local_path,
+)
 
 LOCALHOST = "127.0.0.1"
 
@@ -438,11 +445,15 @@ def main(argv: list[str] | None = None) -> int:
             "and logs are in services.state_dir."
         ),
     )
-    up_parser.add_argument("--kafka-port", type=int, help="broker port (default services.kafka_port; 0 = free port)")
-    up_parser.add_argument("--moto-port", type=int, help="moto port (default services.moto_port; 0 = free port)")
+    up_parser.add_argument(
+        "--kafka-port", type=port_number, help="broker port (default services.kafka_port; 0 = free port)"
+    )
+    up_parser.add_argument(
+        "--moto-port", type=port_number, help="moto port (default services.moto_port; 0 = free port)"
+    )
     up_parser.add_argument("--no-moto", action="store_true", help="start the Kafka broker only")
     up_parser.add_argument("--trino", action="store_true", help="also start Trino on moto's Glue and S3 (Athena views)")
-    up_parser.add_argument("--trino-port", type=int, help="Trino port (default trino.port; 0 = free port)")
+    up_parser.add_argument("--trino-port", type=port_number, help="Trino port (default trino.port; 0 = free port)")
     up_parser.add_argument(
         "--spark-cluster", action="store_true", help="also start a Spark standalone master and two workers"
     )

@@ -524,6 +524,17 @@ def with_overrides(config: AppConfig, overrides: list[str]) -> AppConfig:
     return _validated(_apply_overrides(config.model_dump(), overrides), "overrides")
 
 
+def port_number(text: str) -> int:
+    """An argparse type for a TCP port option: 0-65535, 0 meaning a free one."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535; 0 = a free one)")
+    return port
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The two options every entry point shares."""
     parser.add_argument(

@@ -114,3 +114,24 @@ def test_starting_offsets_as_spark_takes_them() -> None:
     per_partition = '{"stock-ticks": {"0": 42, "1": -2}}'  # JSON, as a YAML string: quoted
     for value, text in (("earliest", "earliest"), ("latest", "latest"), (per_partition, f"'{per_partition}'")):
         assert load_config(LOCAL, [f"kafka.starting_offsets={text}"], environ={}).kafka.starting_offsets == value
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["jobs.local_stack", "up", "--kafka-port", "70000"],
+        ["jobs.local_stack", "up", "--moto-port", "-1"],
+        ["jobs.local_stack", "up", "--trino-port", "http"],
+        ["jobs.demo", "--kafka-port", "70000"],
+        ["jobs.board", "--port", "65536"],
+    ],
+)
+def test_a_port_outside_0_to_65535_is_a_usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib
+
+    module = importlib.import_module({"jobs.local_stack": "jobs.devstack.services"}.get(argv[0], argv[0]))
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(argv[1:])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{argv[-1]!r} is not a port (0-65535; 0 = a free one)" in err and "Traceback" not in err

@@ -6,7 +6,15 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.pipeline.config import DEFAULT_CONFIG, AppConfig, ConfigError, is_remote, load_config, resolve_local_path
+from jobs.pipeline.config import (
+    DEFAULT_CONFIG,
+    AppConfig,
+    ConfigError,
+    is_remote,
+    load_config,
+    port_number,
+    resolve_local_path,
+)
 
 DEFAULT_DATA_DIR = ".local/demo"
 STATE_FILE = "demo-processes.json"
@@ -88,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--kafka-port",
-        type=int,
+        type=port_number,
         default=None,
         metavar="PORT",
         help="broker port (default services.kafka_port; 0: the demo's own broker on a free port)",

@@ -21,7 +21,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from jobs.pipeline.config import AppConfig, ConfigError, add_config_arguments, config_from_args, with_overrides
+from jobs.pipeline.config import (
+    AppConfig,
+    ConfigError,
+    add_config_arguments,
+    config_from_args,
+    port_number,
+    with_overrides,
+)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -176,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_arguments(parser)
     parser.add_argument("--host", default=None, help="address to listen on (default board.host, 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=None, help="port (default board.port, 8050; 0 = a free port)")
+    parser.add_argument(
+        "--port", type=port_number, default=None, help="port (default board.port, 8050; 0 = a free port)"
+    )
     return parser
 
 
