@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
@@ -27,13 +29,30 @@ TABLE_NAMES = [spec.name for spec in ALL_TABLES]
 MIN_RETAIN_HOURS = 168
 
 
+class MaintenanceFailed(RuntimeError):
+    """One table's OPTIMIZE or VACUUM failed (storage unreachable, a broken log): said in one line."""
+
+
+@contextmanager
+def _failing_as_one_line(command: str, name: str, path: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - Spark's errors carry a JVM trace: the first line names the cause
+        # A py4j error's own text starts "An error occurred while calling ...": the Java exception says what.
+        java = getattr(exc, "java_exception", None)
+        text = str(java.toString()) if java is not None else str(exc)
+        cause = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+        raise MaintenanceFailed(f"{command} failed on {name} at {path}: {cause}") from None
+
+
 def optimize(spark: SparkSession, config: AppConfig, tables: list[str]) -> dict[str, dict[str, int]]:
     """Bin-pack each table's small files; returns files added/removed per table."""
     results = {}
     for name in tables:
         path = config.table_path(name)
-        if DeltaTable.isDeltaTable(spark, path):
-            results[name] = compact(spark, path)
+        with _failing_as_one_line("optimize", name, path):
+            if DeltaTable.isDeltaTable(spark, path):
+                results[name] = compact(spark, path)
     return results
 
 
@@ -41,9 +60,10 @@ def vacuum(spark: SparkSession, config: AppConfig, tables: list[str], retain_hou
     done = []
     for name in tables:
         path = config.table_path(name)
-        if DeltaTable.isDeltaTable(spark, path):
-            DeltaTable.forPath(spark, path).vacuum(retain_hours)
-            done.append(name)
+        with _failing_as_one_line("vacuum", name, path):
+            if DeltaTable.isDeltaTable(spark, path):
+                DeltaTable.forPath(spark, path).vacuum(retain_hours)
+                done.append(name)
     return done
 
 
@@ -92,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.pipeline.spark_session import build_spark
 
     spark = build_spark(config)
+    failure = None
     try:
         tables = args.table or TABLE_NAMES
         if args.command == "optimize":
@@ -100,8 +121,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             for name in vacuum(spark, config, tables, args.retain_hours):
                 print(f"{name}: vacuumed (retained {args.retain_hours} h)")
+    except MaintenanceFailed as exc:
+        failure = f"error: {exc}"
     finally:
         spark.stop()
+    if failure:
+        # After Spark has stopped, so the error is the last line on stderr.
+        print(failure, file=sys.stderr)
+        return 1
     return 0
 
 

@@ -178,3 +178,14 @@ def test_vacuum_of_a_small_table_runs_a_few_tasks_not_thousands(spark: SparkSess
     assert stages, "VACUUM ran no Spark job"
     assert tasks <= 100, f"VACUUM of a four-file table ran {tasks} tasks"
     assert _batch_ids(spark, path) == [0, 1, 2, 3]
+
+
+def test_a_table_that_cannot_be_read_is_one_error_line_naming_it(spark: SparkSession, make_config) -> None:
+    config = make_config()
+    path = _stream_like_table(spark, config)
+    Path(path, "_delta_log", f"{99:020d}.json").write_text("{not json\n")
+    result = _cli(config, "optimize", "--table", "pipeline_metrics")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: optimize failed on pipeline_metrics at {path}: "), result.stderr[-3000:]
