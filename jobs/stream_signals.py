@@ -113,7 +113,7 @@ def run(
     with stop_on_signals(stop_requested):
         processor = prepare(spark, config, fault_hook)
         try:
-            if not once and config.stream.warm_up:
+            if not once and config.stream.warm_up and not stop_requested.is_set():
                 warm_up(spark, config)
             if stop_requested.is_set():
                 log.warning("stopped before the query started: nothing read")
@@ -273,6 +273,9 @@ def _checked_run(config: AppConfig, once: bool, timeout: float | None, stop: thr
         return 1
     for noisy in ("kafka", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.NOTSET)
+    if stop.is_set():  # stopped while the endpoints were checked: nothing to start
+        print(json.dumps({"event": "summary", **asdict(RunTotals())}))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # py4j reports its connections at INFO, the last one after the job's own final line: a failed query's one-line
     # error must stay the last thing a user reads.
@@ -281,16 +284,18 @@ def _checked_run(config: AppConfig, once: bool, timeout: float | None, stop: thr
 
     spark = build_spark(config)
     failure: tuple[int, str] | None = None
-    try:
-        totals = run(spark, config, once=once, timeout_seconds=timeout, stop=stop)
-    except SettingsChanged as exc:
-        failure = (2, f"error: {exc}")
-    except QueryFailed as exc:
-        where = _write_failure(exc.detail)
-        hint = _endpoint_hint(exc.detail, config)
-        failure = (1, f"error: the streaming query stopped: {exc.summary()}{hint} (full report: {where})")
-    finally:
-        spark.stop()
+    # Again: creating the SparkContext replaced the SIGINT handler with PySpark's own (KeyboardInterrupt).
+    with stop_on_signals(stop):
+        try:
+            totals = run(spark, config, once=once, timeout_seconds=timeout, stop=stop)
+        except SettingsChanged as exc:
+            failure = (2, f"error: {exc}")
+        except QueryFailed as exc:
+            where = _write_failure(exc.detail)
+            hint = _endpoint_hint(exc.detail, config)
+            failure = (1, f"error: the streaming query stopped: {exc.summary()}{hint} (full report: {where})")
+        finally:
+            spark.stop()
     if failure is not None:
         # After Spark has stopped, so the error is the last line on stderr.
         print(failure[1], file=sys.stderr)

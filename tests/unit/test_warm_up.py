@@ -65,13 +65,18 @@ def test_the_synthetic_batches_reach_every_outcome_and_a_late_tick(
     assert times[-1] < max(times)  # the last record is late
 
 
-@pytest.mark.parametrize(("once", "warmed"), [(False, True), (True, False)], ids=["continuous", "once"])
+@pytest.mark.parametrize(
+    ("once", "stopped_first", "warmed"),
+    [(False, False, True), (True, True, False), (False, True, False)],
+    ids=["continuous", "once", "stopped-while-spark-started"],
+)
 def test_a_continuous_run_warms_up_first_and_a_stop_meanwhile_starts_no_query(
     spark: SparkSession,
     local_config: AppConfig,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     once: bool,
+    stopped_first: bool,
     warmed: bool,
 ) -> None:
     """`stream.warm_up`: a continuous run warms up before its query starts, `--once` does not; a stop that arrives
@@ -96,7 +101,7 @@ def test_a_continuous_run_warms_up_first_and_a_stop_meanwhile_starts_no_query(
         return 0.0
 
     monkeypatch.setattr(stream_signals, "warm_up", warm_up_then_stop)
-    if once:
+    if stopped_first:  # a stop that came while Spark started skips the warm-up too
         stop.set()
     assert stream_signals.run(spark, config, once=once, stop=stop) == RunTotals()
     assert warmed_roots == ([config.storage.root] if warmed else [])
