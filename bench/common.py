@@ -35,7 +35,14 @@ import psutil
 import pyarrow.parquet as pq
 
 from jobs.devstack.services import ServiceError, free_port, start_kafka, stop_process
-from jobs.pipeline.config import REPO_ROOT, AppConfig, ConfigError, load_config, resolve_local_path
+from jobs.pipeline.config import (
+    REPO_ROOT,
+    AppConfig,
+    ConfigError,
+    load_config,
+    resolve_local_path,
+    trigger_interval_micros,
+)
 
 BENCH_ROOT = REPO_ROOT / ".local" / "bench"
 RESULTS_FILE = REPO_ROOT / "bench" / "RESULTS.md"
@@ -96,13 +103,11 @@ class RunLayout:
 
 
 def trigger_seconds(trigger: str) -> float:
-    """'5 seconds' / '500 milliseconds' / '1 minute' -> seconds."""
-    amount, _, unit = trigger.strip().partition(" ")
-    unit = unit.strip().lower().rstrip("s")
-    scale = {"millisecond": 0.001, "second": 1.0, "minute": 60.0, "hour": 3600.0}.get(unit or "second")
-    if scale is None:
-        raise ConfigError(f"stream.trigger_interval {trigger!r}: unknown unit")
-    return float(amount) * scale
+    """'5 seconds' / '500 milliseconds' / '1 minute' -> seconds, as the job's configuration reads them."""
+    micros = trigger_interval_micros(trigger)
+    if micros is None:
+        raise ConfigError(f"stream.trigger_interval {trigger!r} is not a trigger interval")
+    return micros / 1_000_000
 
 
 # --- workspace and broker ---------------------------------------------------------------------------------

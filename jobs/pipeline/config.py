@@ -83,8 +83,8 @@ class KafkaConfig(_Section):
     @classmethod
     def _spark_offsets(cls, value: str) -> str:
         # What Spark's Kafka source takes; anything else would fail only when the query starts.
-        if value in ("earliest", "latest"):
-            return value
+        if value.strip().lower() in ("earliest", "latest"):  # as Spark reads them
+            return value.strip().lower()
         try:
             parsed = json.loads(value)
         except ValueError:
@@ -132,8 +132,34 @@ class SignalsConfig(_Section):
         return self
 
 
-_INTERVAL_PART = r"\d+(\.\d+)?\s+(week|day|hour|minute|second|millisecond|microsecond)s?"
-TRIGGER_INTERVAL = re.compile(rf"(interval\s+)?{_INTERVAL_PART}(\s+{_INTERVAL_PART})*", re.IGNORECASE)
+_INTERVAL_UNITS_US = {
+    "week": 604_800_000_000,
+    "day": 86_400_000_000,
+    "hour": 3_600_000_000,
+    "minute": 60_000_000,
+    "second": 1_000_000,
+    "millisecond": 1_000,
+    "microsecond": 1,
+}
+_INTERVAL_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+
+
+def trigger_interval_micros(text: str) -> float | None:
+    """A processing-time trigger interval in microseconds, parsed as Spark's Trigger.ProcessingTime does
+    ("5 seconds", ".5 seconds", "2 minutes 30 seconds", "interval 500 milliseconds"; a fraction only of seconds,
+    the total not negative), or None when Spark would refuse it."""
+    words = text.split()
+    if words and words[0].lower() == "interval":
+        words = words[1:]
+    if not words or len(words) % 2:
+        return None
+    total = 0.0
+    for number, unit in zip(words[::2], words[1::2], strict=True):
+        scale = _INTERVAL_UNITS_US.get(unit.lower().removesuffix("s"))
+        if scale is None or not _INTERVAL_NUMBER.fullmatch(number) or ("." in number and scale != 1_000_000):
+            return None
+        total += float(number) * scale
+    return total if total >= 0 else None
 
 
 class StreamConfig(_Section):
@@ -158,9 +184,8 @@ class StreamConfig(_Section):
     @field_validator("trigger_interval")
     @classmethod
     def _spark_interval(cls, value: str) -> str:
-        # The forms Spark's Trigger.ProcessingTime parses ("5 seconds", "1.5 seconds", "2 minutes 30 seconds",
-        # "interval 500 milliseconds"); Spark would refuse anything else only when the query starts.
-        if not TRIGGER_INTERVAL.fullmatch(value.strip()):
+        # Spark would refuse anything else only when the query starts.
+        if trigger_interval_micros(value) is None:
             raise ValueError(
                 f"{value!r} is not a trigger interval: a number and a unit (week, day, hour, minute, second, "
                 "millisecond, microsecond), e.g. '5 seconds' or '500 milliseconds'"

@@ -54,6 +54,8 @@ def test_yaml_scalars_in_overrides() -> None:
         (["stream.trigger_interval=5s"], "stream.trigger_interval: '5s' is not a trigger interval"),
         (["stream.trigger_interval=1 month"], "stream.trigger_interval: '1 month' is not a trigger interval"),
         (["stream.trigger_interval=-5 seconds"], "stream.trigger_interval: '-5 seconds' is not a trigger interval"),
+        (["stream.trigger_interval=1.5 minutes"], "stream.trigger_interval: '1.5 minutes' is not a trigger interval"),
+        (["stream.trigger_interval=5 seconds 5"], "stream.trigger_interval: '5 seconds 5' is not a trigger interval"),
         (["kafka.topic="], "kafka.topic: is empty"),
         (["kafka.starting_offsets=yesterday"], "kafka.starting_offsets: 'yesterday' is not earliest, latest"),
     ],
@@ -103,6 +105,11 @@ def test_with_overrides_revalidates() -> None:
         "1 day",
         "2 minutes 30 seconds",
         "interval 5 seconds",
+        "INTERVAL 5 SECONDS",
+        ".5 seconds",
+        "+5 seconds",
+        "1 week",
+        "1 minute -30 seconds",
     ],
 )
 def test_every_trigger_interval_spark_accepts_is_accepted(interval: str) -> None:
@@ -112,7 +119,11 @@ def test_every_trigger_interval_spark_accepts_is_accepted(interval: str) -> None
 
 def test_starting_offsets_as_spark_takes_them() -> None:
     per_partition = '{"stock-ticks": {"0": 42, "1": -2}}'  # JSON, as a YAML string: quoted
-    for value, text in (("earliest", "earliest"), ("latest", "latest"), (per_partition, f"'{per_partition}'")):
+    for value, text in (
+        ("earliest", "earliest"),
+        ("latest", "Latest"),  # Spark reads them in any case
+        (per_partition, f"'{per_partition}'"),
+    ):
         assert load_config(LOCAL, [f"kafka.starting_offsets={text}"], environ={}).kafka.starting_offsets == value
 
 
