@@ -4,7 +4,7 @@
     python -m jobs.maintenance vacuum --retain-hours 168 [--table ...]
 
 The streaming job commits small files every micro-batch and compacts the settled partitions itself
-(`stream.compact_every_batches`). `optimize` here is for a stopped job, or a second driver on a local or HDFS
+(`stream.compact_every_batches`). `optimize` here is for a stopped job, or a second driver on a local
 root: the job retries a MERGE or state rewrite that conflicts with it. On S3, a second writer is only safe with
 Delta's DynamoDB LogStore (S3DynamoDBLogStore) configured for every writer; without it, leave compaction to the
 job. `vacuum` deletes only files older than --retain-hours (at least 168) that no version references.
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         help="compact small files of each table",
         description=(
             "Bin-pack each table's small files (Delta OPTIMIZE). For a stopped job, or beside a running one on a "
-            "local or HDFS root (the job retries what conflicts); on S3 only with Delta's DynamoDB LogStore set for "
+            "local root (the job retries what conflicts); on S3 only with Delta's DynamoDB LogStore set for "
             "every writer, else leave compaction to the job (stream.compact_every_batches)."
         ),
     )
