@@ -13,14 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
-from typing import Any
 
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import SparkSession
@@ -45,6 +41,7 @@ from jobs.pipeline.delta_io import ensure_tables  # noqa: E402
 from jobs.pipeline.kafka_io import KafkaUnreachable, check_kafka, read_records  # noqa: E402
 from jobs.pipeline.micro_batch import FaultHook, RunTotals, SignalBatchProcessor, StopRequested  # noqa: E402
 from jobs.pipeline.state import SettingsChanged  # noqa: E402
+from jobs.pipeline.stopping import stop_on_signals  # noqa: E402
 from jobs.pipeline.tables import SIGNAL_STATE  # noqa: E402
 from jobs.pipeline.warm_up import warm_up  # noqa: E402
 
@@ -79,24 +76,8 @@ def start_query(spark: SparkSession, config: AppConfig, once: bool, processor: S
     return writer.start()
 
 
-@contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM and Ctrl-C set `stop` instead of ending the process, from the first moment of the job (Spark's
-    start, the warm-up) to its end; the job then stops between two micro-batches or before its first."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def request_stop(signum: int, _frame: Any) -> None:
-        log.warning("received %s: finishing the running micro-batch", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+def _announce_stop(name: str) -> None:
+    log.warning("received %s: finishing the running micro-batch", name)
 
 
 def run(
@@ -110,7 +91,7 @@ def run(
     """Run until the topic is drained (`once`), a stop signal, `stop` set by another thread, or the timeout; the
     running micro-batch finishes first in every case. A stop that comes before the query starts starts none."""
     stop_requested = stop if stop is not None else threading.Event()
-    with stop_on_signals(stop_requested):
+    with stop_on_signals(stop_requested, _announce_stop):
         processor = prepare(spark, config, fault_hook)
         try:
             if not once and config.stream.warm_up and not stop_requested.is_set():
@@ -258,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
-    with stop_on_signals(stop):
+    with stop_on_signals(stop, _announce_stop):
         return _checked_run(config, args.once, args.timeout, stop)
 
 
@@ -274,7 +255,7 @@ def _checked_run(config: AppConfig, once: bool, timeout: float | None, stop: thr
     for noisy in ("kafka", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.NOTSET)
     if stop.is_set():  # stopped while the endpoints were checked: nothing to start
-        print(json.dumps({"event": "summary", **asdict(RunTotals())}))
+        _print_summary(RunTotals())
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # py4j reports its connections at INFO, the last one after the job's own final line: a failed query's one-line
@@ -285,7 +266,7 @@ def _checked_run(config: AppConfig, once: bool, timeout: float | None, stop: thr
     spark = build_spark(config)
     failure: tuple[int, str] | None = None
     # Again: creating the SparkContext replaced the SIGINT handler with PySpark's own (KeyboardInterrupt).
-    with stop_on_signals(stop):
+    with stop_on_signals(stop, _announce_stop):
         try:
             totals = run(spark, config, once=once, timeout_seconds=timeout, stop=stop)
         except SettingsChanged as exc:
@@ -300,8 +281,12 @@ def _checked_run(config: AppConfig, once: bool, timeout: float | None, stop: thr
         # After Spark has stopped, so the error is the last line on stderr.
         print(failure[1], file=sys.stderr)
         return failure[0]
-    print(json.dumps({"event": "summary", **asdict(totals)}))
+    _print_summary(totals)
     return 0
+
+
+def _print_summary(totals: RunTotals) -> None:
+    print(json.dumps({"event": "summary", **asdict(totals)}))
 
 
 if __name__ == "__main__":

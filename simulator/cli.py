@@ -16,7 +16,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from jobs.pipeline.config import AppConfig, ConfigError, add_config_arguments, config_from_args
-from simulator.engine import MemorySink, Sink, StreamOptions, stop_on_signals, stream_ticks
+from jobs.pipeline.stopping import stop_on_signals
+from simulator.engine import MemorySink, Sink, StreamOptions, stream_ticks
 from simulator.faults import FaultInjector, FaultRates
 from simulator.market import Market, MarketSpec, build_symbol_specs, symbol_names
 from simulator.messages import FORMATS, SYMBOL_PATTERN, Encoder, parse_iso_time, utc_iso
