@@ -94,3 +94,23 @@ def appended_at(table: Path) -> dict[int, int]:
         for version in versions:
             appended[version] = stamps[0] if stamps else 0
     return appended
+
+
+def unreachable_s3_settings() -> list[str]:
+    """`--set` options for tables in S3 at an endpoint where nothing listens (a free local port)."""
+    from jobs.devstack.services import free_port
+
+    settings = [
+        "storage.root=s3a://no-such-bucket/delta",
+        f"s3.endpoint=http://127.0.0.1:{free_port()}",
+        "s3.path_style_access=true",
+        "s3.use_test_credentials=true",
+    ]
+    return [option for setting in settings for option in ("--set", setting)]
+
+
+def assert_one_plain_error_line(err: str, start: str, cause: str) -> None:
+    """stderr is exactly one line, starting with `start`, naming `cause`, with no colour codes or `↳` chain marks."""
+    (line,) = err.splitlines()
+    assert line.startswith(start) and cause in line, line
+    assert "\x1b" not in line and "↳" not in line

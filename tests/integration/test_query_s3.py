@@ -16,7 +16,7 @@ from jobs.aws.clients import aws_client
 from jobs.lake.delta_log import delta_storage_options, delta_uri
 from jobs.lake.query import main, open_local_engine, run_query
 from jobs.pipeline.config import REPO_ROOT, AppConfig
-from tests.support import TICKS_ARROW
+from tests.support import TICKS_ARROW, assert_one_plain_error_line, unreachable_s3_settings
 
 
 def ticks_table(symbols: int = 3, ticks: int = 30) -> pa.Table:
@@ -140,23 +140,8 @@ def test_cli_user_errors_exit_non_zero_without_traceback(
 
 def test_an_unreachable_s3_endpoint_is_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:
     """deltalake's error spans a line per cause, with colour codes: the command prints it as one plain line."""
-    from jobs.devstack.services import free_port
-
-    closed = [
-        "--config",
-        str(REPO_ROOT / "conf" / "local.yaml"),
-        "--set",
-        "storage.root=s3a://no-such-bucket/delta",
-        "--set",
-        f"s3.endpoint=http://127.0.0.1:{free_port()}",
-        "--set",
-        "s3.path_style_access=true",
-        "--set",
-        "s3.use_test_credentials=true",
-    ]
+    closed = ["--config", str(REPO_ROOT / "conf" / "local.yaml"), *unreachable_s3_settings()]
     assert main([*closed, "-q", "--list"]) == 1
     out, err = capsys.readouterr()
     assert out == ""
-    (line,) = err.splitlines()
-    assert line.startswith("error: cannot open the Delta tables: ") and "Connection refused" in line, line
-    assert "\x1b" not in line and "↳" not in line
+    assert_one_plain_error_line(err, "error: cannot open the Delta tables: ", "Connection refused")

@@ -17,6 +17,7 @@ from jobs.lake.report import ReportError, load_signals, signal_figure, signal_pl
 from jobs.pipeline.delta_io import ensure_table
 from jobs.pipeline.tables import SIGNALS
 from jobs.pipeline.transforms.signals import compute_signals
+from tests.support import assert_one_plain_error_line, unreachable_s3_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -178,22 +179,9 @@ def test_last_keeps_the_newest_ticks_of_each_symbol(signals_config) -> None:
 
 
 def test_an_unreachable_s3_endpoint_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from jobs.devstack.services import free_port
     from jobs.lake.report import main
 
-    closed = [
-        "--set",
-        "storage.root=s3a://no-such-bucket/delta",
-        "--set",
-        f"s3.endpoint=http://127.0.0.1:{free_port()}",
-        "--set",
-        "s3.path_style_access=true",
-        "--set",
-        "s3.use_test_credentials=true",
-    ]
-    assert main([*closed, "--symbols", "SYM001", "--out", str(tmp_path)]) == 1
-    (line,) = capsys.readouterr().err.splitlines()
-    assert (
-        line.startswith("error: cannot read the signals table or write the charts: ") and "Connection refused" in line
+    assert main([*unreachable_s3_settings(), "--symbols", "SYM001", "--out", str(tmp_path)]) == 1
+    assert_one_plain_error_line(
+        capsys.readouterr().err, "error: cannot read the signals table or write the charts: ", "Connection refused"
     )
-    assert "\x1b" not in line and "↳" not in line

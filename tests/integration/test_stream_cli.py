@@ -90,6 +90,16 @@ def _kill_group(process: subprocess.Popen) -> None:
         process.wait(timeout=30)
 
 
+def _start_job(config, tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path, Path]:
+    """`python -m jobs.stream_signals` in its own process group; its stdout and stderr files."""
+    stdout_file, stderr_file = tmp_path / "job.out", tmp_path / "job.err"
+    with open(stdout_file, "wb") as out, open(stderr_file, "wb") as err:
+        job = subprocess.Popen(
+            _job_command(config, *extra), cwd=REPO_ROOT, stdout=out, stderr=err, start_new_session=True
+        )
+    return job, stdout_file, stderr_file
+
+
 def test_sigterm_lets_the_running_batch_commit_then_prints_the_summary(
     spark, make_config, kafka_broker, kafka_topic, produce, tmp_path
 ) -> None:
@@ -100,10 +110,7 @@ def test_sigterm_lets_the_running_batch_commit_then_prints_the_summary(
     records = json_ticks(0, 60)  # 600 records: 10 micro-batches of at most 60
     produce(topic, records)
     checkpoint = Path(config.checkpoint_path())
-    stdout_file, stderr_file = tmp_path / "job.out", tmp_path / "job.err"
-    with open(stdout_file, "wb") as out, open(stderr_file, "wb") as err:
-        command = _job_command(config)
-        job = subprocess.Popen(command, cwd=REPO_ROOT, stdout=out, stderr=err, start_new_session=True)
+    job, stdout_file, stderr_file = _start_job(config, tmp_path)
     try:
         deadline = time.monotonic() + 600
         running = None
@@ -154,9 +161,7 @@ def test_sigterm_while_spark_starts_reads_nothing_and_prints_the_summary(
     topic = kafka_topic()
     config = make_config(f"kafka.bootstrap_servers={kafka_broker.address}", f"kafka.topic={topic}")
     produce(topic, json_ticks(0, 5, symbols=3))
-    stdout_file, stderr_file = tmp_path / "job.out", tmp_path / "job.err"
-    with open(stdout_file, "wb") as out, open(stderr_file, "wb") as err:
-        job = subprocess.Popen(_job_command(config), cwd=REPO_ROOT, stdout=out, stderr=err, start_new_session=True)
+    job, stdout_file, stderr_file = _start_job(config, tmp_path)
     try:
         deadline = time.monotonic() + 300
         # The job's Spark JVM (its child) exists once main() is building the session.
@@ -177,11 +182,7 @@ def test_sigterm_while_spark_starts_reads_nothing_and_prints_the_summary(
 
 def test_timeout_stops_the_job_on_its_own(make_config, kafka_broker, kafka_topic, tmp_path) -> None:
     config = make_config(f"kafka.bootstrap_servers={kafka_broker.address}", f"kafka.topic={kafka_topic()}")
-    stdout_file, stderr_file = tmp_path / "job.out", tmp_path / "job.err"
-    with open(stdout_file, "wb") as out, open(stderr_file, "wb") as err:
-        job = subprocess.Popen(
-            _job_command(config, "--timeout", "5"), cwd=REPO_ROOT, stdout=out, stderr=err, start_new_session=True
-        )
+    job, stdout_file, stderr_file = _start_job(config, tmp_path, "--timeout", "5")
     try:
         # Start-up takes a while on a busy machine; a job that ignores --timeout never ends.
         job.wait(timeout=600)
